@@ -24,8 +24,15 @@ BATCH = 64
 
 
 def samples_per_second(dataset, *, shuffle: bool, workers: int, seconds: float) -> float:
-    loader = DataLoader(dataset, batch_size=BATCH, shuffle=shuffle, num_workers=workers, drop_last=True,
-                        generator=torch.Generator().manual_seed(0), persistent_workers=workers > 0)
+    loader = DataLoader(
+        dataset,
+        batch_size=BATCH,
+        shuffle=shuffle,
+        num_workers=workers,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(0),
+        persistent_workers=workers > 0,
+    )
     best = 0.0
     for _ in range(2):  # the first pass warms up workers and caches
         n, start = 0, time.perf_counter()
@@ -56,8 +63,18 @@ def main() -> None:
             for w in args.workers
         }
         best = max(by_workers, key=lambda w: by_workers[w]["train_samples_per_s"])
-        result[name] = {**by_workers[best], "num_workers": best, "by_num_workers": {str(w): v for w, v in by_workers.items()}}
-        print(f"{name:22} " + "  ".join(f"workers={w}: train {v['train_samples_per_s']:>7}/s test {v['test_samples_per_s']:>7}/s" for w, v in by_workers.items()))
+        result[name] = {
+            **by_workers[best],
+            "num_workers": best,
+            "by_num_workers": {str(w): v for w, v in by_workers.items()},
+        }
+        print(
+            f"{name:22} "
+            + "  ".join(
+                f"workers={w}: train {v['train_samples_per_s']:>7}/s test {v['test_samples_per_s']:>7}/s"
+                for w, v in by_workers.items()
+            )
+        )
     env = describe()
     result.update(
         batch_size=BATCH,

@@ -21,3 +21,7 @@ class DataUnavailableError(CGNError, FileNotFoundError):
 
 class CheckpointError(CGNError, ValueError):
     """A checkpoint is missing, corrupt or does not match the model it is loaded into."""
+
+
+class LabelError(CGNError, ValueError):
+    """Class labels outside ``0..num_classes-1`` or of the wrong shape."""

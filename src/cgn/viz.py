@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from cgn.atomic import atomic_path
+from cgn.files import atomic_path
 
 BACKGROUND = (255, 255, 255)
 TEXT = (0, 0, 0)
@@ -76,3 +76,30 @@ def stack_vertically(images: Sequence[Image.Image], pad: int = 8) -> Image.Image
 def _text_width(font: ImageFont.ImageFont, text: str) -> int:
     left, _, right, _ = font.getbbox(text)
     return int(right - left)
+
+
+def mechanism_sheet(out, labels: torch.Tensor, *, title: str | None = None) -> Image.Image:
+    """A row per class: mask | foreground | background | composite, for each sample of the class."""
+    classes = labels.unique(sorted=True).tolist()
+    rows = []
+    for c in classes:
+        idx = torch.nonzero(labels.cpu() == c)[:, 0]
+        cells = [t for i in idx for t in (out.mask[i] * 2 - 1, out.foreground[i], out.background[i], out.image[i])]
+        rows.append(torch.stack([cell.expand(3, -1, -1).float().cpu() for cell in cells]))
+    heading = "mask | foreground | background | composite"
+    return image_sheet(rows, row_titles=[str(c) for c in classes], title=f"{title}: {heading}" if title else heading)
+
+
+@torch.no_grad()
+def counterfactual_sheet(model, shape: int, generator: torch.Generator, num_classes: int = 10) -> Image.Image:
+    """One shape (fixed noise) composed with every texture (rows) and background (columns)."""
+    k = num_classes
+    u_shape, u_texture, u_background = (model.sample_noise(1, generator) for _ in range(3))
+    textures = torch.arange(k).repeat_interleave(k)  # row = texture class
+    backgrounds = torch.arange(k).repeat(k)  # column = background class
+    noise = (u_shape.expand(k * k, -1), u_texture.expand(k * k, -1), u_background.expand(k * k, -1))
+    out = model(torch.full((k * k,), shape), textures, backgrounds, noise=noise, generator=generator)
+    rows = [out.image[r * k : (r + 1) * k] for r in range(k)]
+    return image_sheet(
+        rows, row_titles=[f"texture {t}" for t in range(k)], title=f"shape {shape}; columns: background 0..{k - 1}"
+    )

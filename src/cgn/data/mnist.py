@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cgn.atomic import atomic_path
 from cgn.data.paths import data_root
 from cgn.errors import DataUnavailableError
+from cgn.files import atomic_path
 
 log = logging.getLogger(__name__)
 

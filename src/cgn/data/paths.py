@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -24,11 +23,3 @@ def mirror_root() -> Path | None:
     """A local mirror of upstream files (``$CGN_DATA_MIRROR``), used by tests and CI."""
     value = os.environ.get(MIRROR_ENV)
     return Path(value) if value else None
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

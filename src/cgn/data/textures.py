@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cgn.atomic import atomic_dir
-from cgn.data.paths import data_root, mirror_root, sha256_file
+from cgn.data.paths import data_root, mirror_root
 from cgn.errors import DataUnavailableError
+from cgn.files import atomic_dir, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,230 @@
+"""Experiment configuration: frozen dataclasses, loaded from TOML, with typed overrides.
+
+A config file has the sections ``[model]``, ``[loss]`` and ``[train]`` (see ``configs/``).
+Unknown keys, wrong types and invalid values are :class:`ConfigError` with a one-line
+message; command-line overrides (``train.batch_size=64``) go through the same checks, so
+they can never silently replace a value with a default (a pitfall of the original code).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cgn.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The MNIST-scale CGN and its discriminator (PAPER.md §1.2)."""
+
+    num_classes: int = 10
+    latent_dim: int = 32
+    ngf: int = 32
+    ndf: int = 512
+    image_size: int = 32
+    discriminator: str = "linear"  # "linear" or "conv"
+    init_type: str = "orthogonal"  # "orthogonal" or "normal"
+    init_gain: float = 0.1
+
+    def validate(self) -> None:
+        _check(
+            self.init_type in ("orthogonal", "normal"),
+            f"model.init_type must be 'orthogonal' or 'normal', not {self.init_type!r}",
+        )
+        _check(self.image_size % 4 == 0 and self.image_size > 0, "model.image_size must be a positive multiple of 4")
+        for name in ("num_classes", "latent_dim", "ngf", "ndf"):
+            _check(getattr(self, name) > 0, f"model.{name} must be positive")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Generator and discriminator losses (PAPER.md §1.3)."""
+
+    adversarial_weight: float = 1.0
+    mask_weight: float = 0.1  # λ_mask for the binary-entropy mask loss
+    style_weights: tuple[float, ...] = (0.05, 0.1, 0.01, 0.0)  # relu1_2, relu2_2, relu3_3, relu4_3
+    style_network: str = "vgg16"  # "vgg16" (ImageNet weights), "vgg16_random", or "none"
+    style_weights_path: str = ""  # torchvision vgg16 state dict; empty = torchvision's cache
+    # Our addition (0 = off, the paper): hinge penalty on a mask's mean outside [min, max].
+    mask_size_weight: float = 0.0
+    mask_size_min: float = 0.05
+    mask_size_max: float = 0.5
+
+    def validate(self) -> None:
+        _check(len(self.style_weights) == 4, "loss.style_weights needs 4 values (relu1_2, relu2_2, relu3_3, relu4_3)")
+        _check(
+            self.style_network in ("vgg16", "vgg16_random", "none"),
+            f"loss.style_network must be 'vgg16', 'vgg16_random' or 'none', not {self.style_network!r}",
+        )
+        _check(
+            0 <= self.mask_size_min < self.mask_size_max <= 1,
+            "loss.mask_size_min < loss.mask_size_max must lie in [0, 1]",
+        )
+
+    @property
+    def uses_style(self) -> bool:
+        return self.style_network != "none" and any(w != 0 for w in self.style_weights)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The adversarial training schedule (PAPER.md §1.3)."""
+
+    dataset: str = "colored_mnist"
+    seed: int = 0
+    batch_size: int = 16
+    epochs: float = 15.0  # used when steps == 0
+    steps: int = 0  # > 0 overrides epochs
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast)
+    device: str = "auto"  # "auto", "cpu", "cuda"
+    log_every: int = 50
+    sample_every: int = 2000
+    checkpoint_every: int = 1000
+
+    def validate(self) -> None:
+        _check(self.batch_size > 0, "train.batch_size must be positive")
+        _check(self.steps > 0 or self.epochs > 0, "train.steps or train.epochs must be positive")
+        _check(self.precision in ("fp32", "bf16"), f"train.precision must be 'fp32' or 'bf16', not {self.precision!r}")
+        _check(
+            self.device in ("auto", "cpu", "cuda"), f"train.device must be 'auto', 'cpu' or 'cuda', not {self.device!r}"
+        )
+        _check(self.lr > 0, "train.lr must be positive")
+        for name in ("log_every", "sample_every", "checkpoint_every"):
+            _check(getattr(self, name) > 0, f"train.{name} must be positive")
+
+
+@dataclass(frozen=True)
+class CGNConfig:
+    """Everything that defines a CGN training run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> CGNConfig:
+        self.model.validate()
+        self.loss.validate()
+        self.train.validate()
+        from cgn.data import DATASETS
+        from cgn.discriminator import DISCRIMINATORS
+
+        DATASETS.get(self.train.dataset)
+        DISCRIMINATORS.get(self.model.discriminator)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CGNConfig:
+        return from_dict(cls, data).validate()
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
+    """Build dataclass ``cls`` from nested dicts; unknown keys and wrong types are errors."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'} must be a table, not {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else key
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(fields)}"
+            raise ConfigError(f"unknown config key {where!r}{hint}")
+        values[key] = _coerce(hints[key], value, where)
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where} must be a list, not {type(value).__name__} ({value!r})")
+        variadic = len(args) == 2 and args[1] is Ellipsis
+        if not variadic and len(value) != len(args):
+            raise ConfigError(f"{where} must have {len(args)} values, not {len(value)}")
+        return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and type(value) is hint:
+        return value
+    raise ConfigError(f"{where} must be {hint.__name__}, not {type(value).__name__} ({value!r})")
+
+
+# The paper's settings per dataset (PAPER.md §1.3, the authors' released cfg files).
+PAPER_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
+    "colored_mnist": {
+        "model": {"discriminator": "linear", "ndf": 512, "init_type": "orthogonal", "init_gain": 0.1},
+        "loss": {"mask_weight": 0.1, "style_weights": (0.05, 0.1, 0.01, 0.0)},
+    },
+    "double_colored_mnist": {
+        "model": {"discriminator": "linear", "ndf": 512, "init_type": "orthogonal", "init_gain": 0.2},
+        "loss": {"mask_weight": 0.3, "style_weights": (0.0, 0.05, 0.0, 0.05)},
+    },
+    "wildlife_mnist": {
+        "model": {"discriminator": "conv", "ndf": 32, "init_type": "normal", "init_gain": 0.03},
+        "loss": {"mask_weight": 0.3, "style_weights": (0.01, 0.05, 0.0, 0.01)},
+    },
+}
+
+
+def paper_config(dataset: str, **sections: dict[str, Any]) -> CGNConfig:
+    """The paper's configuration for ``dataset``; ``sections`` update it (e.g. train={...})."""
+    if dataset not in PAPER_SETTINGS:
+        raise ConfigError(f"no paper settings for {dataset!r}; choose one of: {', '.join(PAPER_SETTINGS)}")
+    data = {k: dict(v) for k, v in PAPER_SETTINGS[dataset].items()}
+    data["train"] = {"dataset": dataset}
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return CGNConfig.from_dict(data)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> CGNConfig:
+    """Read a TOML config (or the defaults) and apply ``section.key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; see configs/ for examples")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    for override in overrides:
+        apply_override(data, override)
+    return CGNConfig.from_dict(data)
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """``train.batch_size=64`` → data["train"]["batch_size"] = 64 (value parsed as TOML)."""
+    key, sep, raw = override.partition("=")
+    if not sep or "." not in key:
+        raise ConfigError(f"override {override!r} must look like section.key=value, e.g. train.batch_size=64")
+    section, name = key.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # a bare word is a string: train.dataset=wildlife_mnist
+    data.setdefault(section, {})[name] = value

@@ -1,0 +1,135 @@
+"""Losses of the MNIST-scale CGN (PAPER.md §1.3).
+
+- least-squares adversarial losses for generator and discriminator;
+- the binary-entropy mask loss that pushes masks to 0/1;
+- the style (Gram) loss on VGG-16 features between generated and (unpaired) real images;
+- our optional mask-size prior (off by default), which keeps masks from inverting.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cgn.config import LossConfig
+from cgn.errors import CheckpointError
+from cgn.seeding import derive_seed
+
+# Indices of relu1_2, relu2_2, relu3_3 and relu4_3 in torchvision's vgg16().features.
+VGG16_STYLE_LAYERS = (3, 8, 15, 22)
+VGG16_FILE = "vgg16-397923af.pth"  # torchvision's IMAGENET1K_V1 weights
+STYLE_SCALE = 5000.0
+
+
+def generator_adversarial_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    """LSGAN: ``MSE(D(x_gen, y), 1)``."""
+    return F.mse_loss(d_fake, torch.ones_like(d_fake))
+
+
+def discriminator_adversarial_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """LSGAN: ``(MSE(D(x_real), 1) + MSE(D(x_gen.detach()), 0)) / 2``."""
+    return (F.mse_loss(d_real, torch.ones_like(d_real)) + F.mse_loss(d_fake, torch.zeros_like(d_fake))) / 2
+
+
+def binary_entropy(mask: torch.Tensor) -> torch.Tensor:
+    """Mean binary entropy in bits, H2(m) = −m log2 m − (1 − m) log2(1 − m); 0 for a 0/1 mask."""
+    return -(mask * torch.log2(mask) + (1 - mask) * torch.log2(1 - mask)).mean()
+
+
+def mask_size_loss(mask: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Per image ``max(0, low − mean m) + max(0, mean m − high)``, averaged over the batch."""
+    area = mask.flatten(1).mean(1)  # (B,)
+    return (F.relu(low - area) + F.relu(area - high)).mean()
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """Per-sample Gram matrix F Fᵀ / (C·H·W): (B, C, H, W) → (B, C, C)."""
+    b, c, h, w = features.shape
+    flat = features.reshape(b, c, h * w).float()
+    return flat @ flat.transpose(1, 2) / (c * h * w)
+
+
+class StyleLoss(nn.Module):
+    """``Σ_l w_l² · 5000 · L1(Gram(φ_l(x_gen)), Gram(φ_l(x_real)))`` on a frozen VGG-16.
+
+    Only the layers up to the deepest one with a non-zero weight are run (the original ran
+    all of VGG even for zero weights). Inputs are raw [-1, 1] images, as in the original.
+    """
+
+    def __init__(self, weights: tuple[float, ...], features: nn.Sequential) -> None:
+        super().__init__()
+        self.layer_weights = {VGG16_STYLE_LAYERS[i]: w**2 * STYLE_SCALE for i, w in enumerate(weights) if w != 0}
+        depth = max(self.layer_weights) + 1 if self.layer_weights else 0
+        self.features = features[:depth].eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> StyleLoss:  # the feature network stays in eval mode
+        return self
+
+    def _grams(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        grams = {}
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self.layer_weights:
+                grams[i] = gram(x)
+        return grams
+
+    def forward(self, generated: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        if not self.layer_weights:
+            return generated.new_zeros(())
+        with torch.no_grad():
+            target = self._grams(real)
+        current = self._grams(generated)
+        return sum(w * F.l1_loss(current[i], target[i]) for i, w in self.layer_weights.items())
+
+
+def vgg16_features(network: str, weights_path: str | os.PathLike = "") -> nn.Sequential:
+    """VGG-16's convolutional trunk: ImageNet weights (``vgg16``) or a seeded random init."""
+    from torchvision.models import vgg16
+
+    if network == "vgg16_random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(0, "vgg16_random"))
+            return vgg16(weights=None).features
+    path = Path(weights_path) if weights_path else Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
+    if not path.is_file():
+        raise CheckpointError(
+            f"VGG-16 ImageNet weights not found at {path}: download torchvision's {VGG16_FILE} "
+            "(e.g. `python -c \"import torchvision; torchvision.models.vgg16(weights='IMAGENET1K_V1')\"`) "
+            "or set loss.style_weights_path, or choose loss.style_network=vgg16_random or none"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model = vgg16(weights=None)
+        model.load_state_dict(state)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise CheckpointError(f"{path} is not a torchvision VGG-16 state dict ({type(e).__name__}: {e})") from None
+    return model.features
+
+
+def build_style_loss(config: LossConfig) -> StyleLoss | None:
+    if not config.uses_style:
+        return None
+    return StyleLoss(config.style_weights, vgg16_features(config.style_network, config.style_weights_path))
+
+
+class GeneratorLoss(nn.Module):
+    """All generator terms of one step; returns the total and a dict of named parts."""
+
+    def __init__(self, config: LossConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.style = build_style_loss(config)
+
+    def forward(self, d_fake: torch.Tensor, mask: torch.Tensor, generated: torch.Tensor, real: torch.Tensor):
+        c = self.config
+        parts = {"adv": c.adversarial_weight * generator_adversarial_loss(d_fake)}
+        parts["mask"] = c.mask_weight * binary_entropy(mask)
+        if self.style is not None:
+            parts["style"] = self.style(generated, real)
+        if c.mask_size_weight:
+            parts["mask_size"] = c.mask_size_weight * mask_size_loss(mask, c.mask_size_min, c.mask_size_max)
+        return sum(parts.values()), parts

@@ -1,0 +1,106 @@
+"""The three independent mechanisms of the MNIST-scale CGN (PAPER.md §1.2).
+
+Each maps a 42-d input (noise u ∈ R^32 ⊕ a 10-d label embedding) to a 32×32 map:
+- :class:`ShapeMechanism` → mask m (1 channel, clamped to [1e-4, 0.9999], no sigmoid);
+- :class:`TextureMechanism` → foreground f (3 channels, tanh);
+- :class:`BackgroundMechanism` → background b (same architecture as the texture, own weights).
+
+:class:`Shuffler` is the texture inductive bias: tile the map 2×2 and crop a random 32×32
+window, i.e. a random circular shift, so texture and background cannot encode where the digit is.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+MASK_MIN, MASK_MAX = 1e-4, 0.9999
+
+
+class UpBlock(nn.Sequential):
+    """Upsample ×2 (nearest) → Conv3×3 (no bias) → BatchNorm → LeakyReLU(0.2)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.LeakyReLU(0.2, inplace=True),
+        )
+
+
+class ShapeMechanism(nn.Module):
+    """f_shape(u, y_s) → mask (B, 1, H, W) in [1e-4, 0.9999]."""
+
+    def __init__(self, in_dim: int, ngf: int = 32, image_size: int = 32) -> None:
+        super().__init__()
+        self.start = image_size // 4
+        self.fc = nn.Linear(in_dim, 2 * ngf * self.start**2)
+        self.norm0 = nn.InstanceNorm2d(2 * ngf)
+        self.up1 = UpBlock(2 * ngf, ngf)
+        self.norm1 = nn.InstanceNorm2d(ngf)
+        self.up2 = UpBlock(ngf, 1)
+        self.norm2 = nn.InstanceNorm2d(1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.fc(z).view(len(z), -1, self.start, self.start)  # (B, 64, 8, 8)
+        x = self.norm1(self.up1(self.norm0(x)))  # (B, 32, 16, 16)
+        x = self.norm2(self.up2(x))  # (B, 1, 32, 32)
+        return x.clamp(MASK_MIN, MASK_MAX)
+
+
+class TextureMechanism(nn.Module):
+    """f_text(u, y_t) → foreground map (B, 3, H, W) in [-1, 1]."""
+
+    def __init__(self, in_dim: int, ngf: int = 32, image_size: int = 32, channels: int = 3) -> None:
+        super().__init__()
+        self.start = image_size // 4
+        self.fc = nn.Linear(in_dim, 2 * ngf * self.start**2)
+        self.up1 = UpBlock(2 * ngf, 2 * ngf)
+        self.up2 = UpBlock(2 * ngf, ngf)
+        self.out = nn.Conv2d(ngf, channels, 3, padding=1)
+        self.out_norm = nn.BatchNorm2d(channels)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.fc(z).view(len(z), -1, self.start, self.start)  # (B, 64, 8, 8)
+        x = self.up2(self.up1(x))  # (B, 32, 32, 32)
+        return torch.tanh(self.out_norm(self.out(x)))  # (B, 3, 32, 32)
+
+
+class BackgroundMechanism(TextureMechanism):
+    """f_bg(u, y_b) → background map; the texture architecture with its own weights."""
+
+
+class Shuffler(nn.Module):
+    """Tile 2×2 and crop a random window: a random circular shift per image."""
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        b, _, h, w = x.shape
+        dy = torch.randint(0, h + 1, (b,), generator=generator).to(x.device)  # offsets 0..H into the 2H tile
+        dx = torch.randint(0, w + 1, (b,), generator=generator).to(x.device)
+        return circular_shift(x, dy, dx)
+
+
+def circular_shift(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """Per-image window at (dy, dx) of the 2×2 tiling of x: ``out[i, :, r, c] = x[i, :, (r+dy) % H, (c+dx) % W]``."""
+    b, _, h, w = x.shape
+    rows = (dy[:, None] + torch.arange(h, device=x.device)) % h  # (B, H)
+    cols = (dx[:, None] + torch.arange(w, device=x.device)) % w  # (B, W)
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    return x.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def init_weights(module: nn.Module, init_type: str, gain: float) -> None:
+    """pix2pix-style init: conv/linear weights orthogonal(gain) or normal(0, gain), biases 0;
+    BatchNorm weights N(1, gain), biases 0. Embeddings keep PyTorch's N(0, 1)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            if init_type == "orthogonal":
+                nn.init.orthogonal_(m.weight, gain=gain)
+            else:
+                nn.init.normal_(m.weight, 0.0, gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, gain)
+            nn.init.zeros_(m.bias)

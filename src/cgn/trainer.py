@@ -1,0 +1,298 @@
+"""Adversarial training of the MNIST-scale CGN (PAPER.md §1.3), with exact resume.
+
+One step: sample labels y ~ U{0..9} and one noise vector shared by the three mechanisms,
+generate and compose; a generator step (LSGAN + mask entropy + style against an unpaired real
+batch, + optional extras), then a discriminator step on the real batch and the detached fakes.
+
+Everything random comes from seeded sources whose state is checkpointed: the trainer's
+generator (labels, noise, shuffler), per-epoch data permutations derived from the seed, and
+torch's global RNG (dropout). So N steps, a checkpoint, a resume and N more equal 2N steps
+bit for bit on the CPU.
+
+A run directory holds ``config.json``, ``environment.json``, ``metrics.jsonl``, ``samples/``,
+``checkpoints/step_XXXXXXX/`` (generator and discriminator safetensors + ``state.pt``), the
+atomically updated pointer ``checkpoints/latest``, and at the end ``cgn.safetensors`` and a
+``done`` marker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from cgn.checkpoint import load_state, read_weights, save_weights
+from cgn.config import CGNConfig
+from cgn.data import build_dataset
+from cgn.data.base import BiasedMNIST
+from cgn.discriminator import build_discriminator
+from cgn.environment import describe
+from cgn.errors import CheckpointError, ConfigError
+from cgn.files import atomic_dir, atomic_path, write_text
+from cgn.losses import GeneratorLoss, discriminator_adversarial_loss
+from cgn.model import CGN
+from cgn.seeding import derive_seed, make_generator
+from cgn.viz import counterfactual_sheet, mechanism_sheet, save_image
+
+log = logging.getLogger(__name__)
+KEEP_CHECKPOINTS = 2
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is available; use train.device=auto")
+    return torch.device(name)
+
+
+def build_models(config: CGNConfig) -> tuple[CGN, torch.nn.Module]:
+    """Generator and discriminator, initialised from the run's seed alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(config.train.seed, "init"))
+        return CGN(config.model), build_discriminator(config.model)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    checkpoint: Path
+    steps: int
+    seconds: float
+
+
+class Trainer:
+    """Owns models, optimisers, data and random state of one run; ``fit`` runs it."""
+
+    def __init__(self, config: CGNConfig, run_dir: str | Path, *, data_root: str | Path | None = None) -> None:
+        self.config = config.validate()
+        self.run_dir = Path(run_dir)
+        t = config.train
+        self.device = pick_device(t.device)
+        self.dataset: BiasedMNIST = build_dataset(t.dataset, "train", t.seed, data_root)
+        self.steps_per_epoch = len(self.dataset) // t.batch_size
+        self.total_steps = t.steps if t.steps > 0 else math.ceil(t.epochs * self.steps_per_epoch)
+        self.generator, self.discriminator = (m.to(self.device) for m in build_models(config))
+        self.loss = GeneratorLoss(config.loss).to(self.device)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=t.lr, betas=t.betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=t.lr, betas=t.betas)
+        self.rng = make_generator(t.seed, "train")
+        self.step = 0
+        self._permutation: tuple[int, torch.Tensor] | None = None
+
+    # -- data ---------------------------------------------------------------------------------
+    def real_batch(self, step: int) -> dict[str, torch.Tensor]:
+        """The real batch of ``step``: a per-epoch permutation derived from the seed (no state)."""
+        epoch, position = divmod(step, self.steps_per_epoch)
+        if self._permutation is None or self._permutation[0] != epoch:
+            order = torch.randperm(len(self.dataset), generator=make_generator(self.config.train.seed, "order", epoch))
+            self._permutation = (epoch, order)
+            self.dataset.set_epoch(epoch)
+        b = self.config.train.batch_size
+        return self.dataset.batch(self._permutation[1][position * b : (position + 1) * b])
+
+    def autocast(self):
+        if self.config.train.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # -- one step -----------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        real = self.real_batch(self.step)
+        x_real = real["image"].to(self.device, non_blocking=True)
+        y_real = real["label"].to(self.device, non_blocking=True)
+        b = len(y_real)
+        y_gen = torch.randint(0, self.config.model.num_classes, (b,), generator=self.rng).to(self.device)
+        noise = self.generator.sample_noise(b, self.rng)  # shared by the three mechanisms
+
+        self.opt_g.zero_grad(set_to_none=True)
+        with self.autocast():
+            out = self.generator(y_gen, noise=noise, generator=self.rng)
+            d_fake = self.discriminator(out.image, y_gen)
+            loss_g, parts = self.loss(d_fake.float(), out.mask.float(), out.image, x_real)
+        loss_g.backward()
+        self.opt_g.step()
+
+        self.opt_d.zero_grad(set_to_none=True)
+        with self.autocast():
+            d_real = self.discriminator(x_real, y_real)
+            d_fake = self.discriminator(out.image.detach(), y_gen)
+            loss_d = discriminator_adversarial_loss(d_real.float(), d_fake.float())
+        loss_d.backward()
+        self.opt_d.step()
+        self.step += 1
+        return {"g": loss_g.detach(), "d": loss_d.detach(), **{k: v.detach() for k, v in parts.items()}}
+
+    # -- the loop -----------------------------------------------------------------------------
+    def fit(self, *, resume: bool = False, stop_at: int | None = None, progress: bool = True) -> TrainResult:
+        """Train to the configured number of steps (or ``stop_at``), checkpointing on the way."""
+        t = self.config.train
+        self._prepare_run_dir(resume)
+        end = min(self.total_steps, stop_at) if stop_at is not None else self.total_steps
+        sums: dict[str, torch.Tensor] = {}
+        window_start, window_steps, start_time = time.perf_counter(), 0, time.perf_counter()
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            disable=not progress,
+            desc=f"cgn {t.dataset}",
+            unit="step",
+            dynamic_ncols=True,
+        )
+        self.generator.train()
+        self.discriminator.train()
+        while self.step < end:
+            losses = self.train_step()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0) + v
+            window_steps += 1
+            bar.update(1)
+            if self.step % t.log_every == 0 or self.step == end:
+                elapsed = time.perf_counter() - window_start
+                record = {
+                    "step": self.step,
+                    "epoch": self.step / self.steps_per_epoch,
+                    **{k: float(v) / window_steps for k, v in sums.items()},
+                    "images_per_s": window_steps * t.batch_size / max(elapsed, 1e-9),
+                }
+                self._log(record)
+                bar.set_postfix({k: f"{record[k]:.3f}" for k in ("g", "d", "adv", "mask", "style") if k in record})
+                sums, window_steps, window_start = {}, 0, time.perf_counter()
+            if self.step % t.sample_every == 0:
+                self.write_samples()
+            if self.step % t.checkpoint_every == 0 or self.step == end:
+                self.save_checkpoint()
+        bar.close()
+        if self.step >= self.total_steps:
+            self.finish()
+        return TrainResult(self.run_dir, self.run_dir / "cgn.safetensors", self.step, time.perf_counter() - start_time)
+
+    def finish(self) -> None:
+        """Final weights for users, the sheets, and the ``done`` marker."""
+        self.write_samples()
+        save_weights(self.run_dir / "cgn.safetensors", self.generator, config=self.config, kind="cgn", step=self.step)
+        self.write_counterfactual_sheets()
+        write_text(self.run_dir / "done", json.dumps({"step": self.step}) + "\n")
+
+    # -- run directory, logging, samples ------------------------------------------------------
+    def _prepare_run_dir(self, resume: bool) -> None:
+        latest = self.run_dir / "checkpoints" / "latest"
+        if resume and latest.exists():
+            self.load_checkpoint(self.run_dir / "checkpoints" / latest.read_text().strip())
+            self._truncate_metrics()
+            return
+        if (self.run_dir / "checkpoints").exists() and not resume:
+            raise ConfigError(
+                f"{self.run_dir} already has checkpoints: pass --resume to continue it, or choose another run directory"
+            )
+        saved = self.run_dir / "config.json"
+        if resume and saved.exists() and json.loads(saved.read_text()) != self.config.to_dict():
+            raise ConfigError(f"{saved} differs from the given config; resume with the run's own config")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(saved, json.dumps(self.config.to_dict(), indent=2) + "\n")
+        write_text(self.run_dir / "environment.json", json.dumps(describe(), indent=2) + "\n")
+
+    def _log(self, record: dict[str, float]) -> None:
+        log.info(json.dumps(record))
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _truncate_metrics(self) -> None:
+        path = self.run_dir / "metrics.jsonl"
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= self.step]
+            write_text(path, "".join(line + "\n" for line in kept))
+
+    @torch.no_grad()
+    def write_samples(self) -> None:
+        """A row per class: mask | foreground | background | composite (eval mode, fixed noise)."""
+        g = make_generator(self.config.train.seed, "samples")
+        self.generator.eval()
+        labels = torch.arange(self.config.model.num_classes).repeat_interleave(2)
+        out = self.generator(labels, noise=self.generator.sample_noise(len(labels), g), generator=g)
+        self.generator.train()
+        save_image(
+            mechanism_sheet(out, labels, title=f"step {self.step}"),
+            self.run_dir / "samples" / f"step_{self.step:07d}.png",
+        )
+
+    @torch.no_grad()
+    def write_counterfactual_sheets(self) -> None:
+        """One shape (fixed noise) across 10 textures (rows) × 10 backgrounds (columns)."""
+        self.generator.eval()
+        for shape in range(self.config.model.num_classes):
+            g = make_generator(self.config.train.seed, "counterfactual_sheet", shape)
+            sheet = counterfactual_sheet(self.generator, shape, g)
+            save_image(sheet, self.run_dir / "samples" / f"counterfactuals_shape{shape}.png")
+        self.generator.train()
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        folder = self.run_dir / "checkpoints" / f"step_{self.step:07d}"
+        with atomic_dir(folder) as tmp:
+            save_weights(tmp / "generator.safetensors", self.generator, config=self.config, kind="cgn", step=self.step)
+            save_weights(
+                tmp / "discriminator.safetensors",
+                self.discriminator,
+                config=self.config,
+                kind="discriminator",
+                step=self.step,
+            )
+            torch.save(
+                {
+                    "step": self.step,
+                    "opt_g": self.opt_g.state_dict(),
+                    "opt_d": self.opt_d.state_dict(),
+                    "rng": self.rng.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+                },
+                tmp / "state.pt",
+            )
+        with atomic_path(self.run_dir / "checkpoints" / "latest") as tmp:
+            tmp.write_text(folder.name + "\n")
+        old = sorted((self.run_dir / "checkpoints").glob("step_*"))[:-KEEP_CHECKPOINTS]
+        for path in old:
+            shutil.rmtree(path, ignore_errors=True)
+        return folder
+
+    def load_checkpoint(self, folder: Path) -> None:
+        try:
+            state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError) as e:
+            raise CheckpointError(f"cannot resume from {folder}: state.pt is unreadable ({e})") from None
+        for name, module in (("generator", self.generator), ("discriminator", self.discriminator)):
+            weights, metadata = read_weights(folder / f"{name}.safetensors")
+            if json.loads(metadata["config"]) != self.config.to_dict():
+                raise ConfigError(f"{folder} was trained with another config; resume with the run's own config.json")
+            load_state(module, weights, str(folder / f"{name}.safetensors"))
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.rng.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.step = int(state["step"])
+        log.info("resumed %s at step %d", folder, self.step)
+
+
+def train_cgn(
+    config: CGNConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    data_root: str | Path | None = None,
+    stop_at: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a CGN into ``run_dir`` (see the module docstring for what it writes)."""
+    trainer = Trainer(config, run_dir, data_root=data_root)
+    return trainer.fit(resume=resume, stop_at=stop_at, progress=progress)
