@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from cgn.errors import CGNError
+from cgn.errors import CGNError, ConfigError
 
 
 def _data_prepare(args: argparse.Namespace) -> None:
@@ -51,6 +51,36 @@ def _data_stats(args: argparse.Namespace) -> None:
             f"{s['dataset']:22} {s['split']:14} {s['n']:>6} {s['foreground_matches_label']:>9.3f} {bg:>9} "
             f"{s['mask_coverage']:>6.3f}  {s['pixel_mean']}"
         )
+
+
+def _resolve_config(args: argparse.Namespace):
+    from cgn.config import apply_override, load_config, paper_config
+
+    if args.config is not None:
+        return load_config(args.config, args.overrides)
+    if args.dataset is None:
+        raise ConfigError("give --config FILE (see configs/) or --dataset NAME for the paper's settings")
+    config = paper_config(args.dataset)
+    data = config.to_dict()
+    for override in args.overrides:
+        apply_override(data, override)
+    return type(config).from_dict(data)
+
+
+def _train_cgn(args: argparse.Namespace) -> None:
+    from cgn.trainer import train_cgn
+
+    config = _resolve_config(args)
+    name = args.name or f"{args.config.stem if args.config else config.train.dataset}_seed{config.train.seed}"
+    result = train_cgn(config, args.out_dir / name, resume=args.resume, data_root=args.data_dir)
+    print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min; generator: {result.checkpoint}")
+    print(f"samples: {result.run_dir / 'samples'}")
+
+
+def _import_original(args: argparse.Namespace) -> None:
+    from cgn.original import save_imported
+
+    print(f"wrote {save_imported(args.path, args.dataset, args.out)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--seed", type=int, default=0)
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     stats.set_defaults(func=_data_stats)
+    train = commands.add_parser("train-cgn", parents=[data_dir], help="train a CGN (resumable)")
+    train.add_argument("overrides", nargs="*", help="config overrides such as train.batch_size=64")
+    train.add_argument("--config", type=Path, help="a TOML config (see configs/)")
+    train.add_argument("--dataset", help="use the paper's settings for this dataset instead of --config")
+    train.add_argument("--out-dir", type=Path, default=Path("runs"), help="parent of the run directory")
+    train.add_argument("--name", help="run directory name (default: <config>_seed<seed>)")
+    train.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
+    train.set_defaults(func=_train_cgn)
+
+    imp = commands.add_parser("import-original", help="convert the authors' released MNIST CGN weights")
+    imp.add_argument("path", type=Path, help="the authors' .pth state dict (cgn_<dataset>.pth or ckp.pth)")
+    imp.add_argument("--dataset", required=True, help="colored_mnist, double_colored_mnist or wildlife_mnist")
+    imp.add_argument("--out", type=Path, required=True, help="the cgn checkpoint to write (.safetensors)")
+    imp.set_defaults(func=_import_original)
     return parser
 
 

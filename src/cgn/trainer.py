@@ -196,6 +196,7 @@ class Trainer:
         saved = self.run_dir / "config.json"
         if resume and saved.exists() and json.loads(saved.read_text()) != self.config.to_dict():
             raise ConfigError(f"{saved} differs from the given config; resume with the run's own config")
+        torch.manual_seed(derive_seed(self.config.train.seed, "global"))  # dropout draws from it
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_text(saved, json.dumps(self.config.to_dict(), indent=2) + "\n")
         write_text(self.run_dir / "environment.json", json.dumps(describe(), indent=2) + "\n")

@@ -1,0 +1,68 @@
+"""Configs: TOML files, typed overrides, one-line errors, the paper's settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from cgn.config import CGNConfig, load_config, paper_config
+from cgn.errors import ConfigError
+from tests.conftest import REPO
+
+DATASETS = ["colored_mnist", "double_colored_mnist", "wildlife_mnist"]
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_config_files_hold_the_paper_settings(dataset):
+    assert load_config(REPO / "configs" / f"{dataset}.toml") == paper_config(dataset)
+
+
+def test_paper_table():
+    wildlife = paper_config("wildlife_mnist")
+    assert (wildlife.model.discriminator, wildlife.model.ndf, wildlife.model.init_type) == ("conv", 32, "normal")
+    assert wildlife.model.init_gain == 0.03 and wildlife.loss.mask_weight == 0.3
+    assert wildlife.loss.style_weights == (0.01, 0.05, 0.0, 0.01)
+    colored = paper_config("colored_mnist")
+    assert colored.train.batch_size == 16 and colored.train.lr == 2e-4 and colored.train.betas == (0.5, 0.999)
+    assert colored.train.epochs == 15 and colored.model.latent_dim == 32 and colored.model.ngf == 32
+
+
+def test_overrides_are_typed():
+    config = load_config(
+        REPO / "configs" / "debug.toml", ["train.batch_size=64", "train.dataset=wildlife_mnist", "train.lr=1e-3"]
+    )
+    assert config.train.batch_size == 64 and config.train.dataset == "wildlife_mnist" and config.train.lr == 1e-3
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.batchsize=4", "unknown config key 'train.batchsize'; did you mean 'batch_size'?"),
+        ("train.batch_size=1.5", "train.batch_size must be int, not float"),
+        ("train.batch_size=abc", "train.batch_size must be int, not str"),
+        ("loss.style_weights=[1, 2]", "loss.style_weights needs 4 values"),
+        ("train.betas=[0.5]", "train.betas must have 2 values, not 1"),
+        ("model.discriminator=mlp", "unknown discriminator 'mlp'; choose one of: conv, linear"),
+        ("train.dataset=svhn", "unknown dataset 'svhn'"),
+        ("train.precision=fp16", "train.precision must be 'fp32' or 'bf16'"),
+        ("nonsense", "must look like section.key=value"),
+        ("optim.lr=1", "unknown config key 'optim'"),
+    ],
+)
+def test_bad_values_are_one_line_errors(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\nbatch_size = 3")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_round_trip_through_dict():
+    config = paper_config("wildlife_mnist", train={"steps": 7})
+    assert CGNConfig.from_dict(config.to_dict()) == config

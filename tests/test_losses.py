@@ -1,0 +1,98 @@
+"""Losses (PAPER.md §1.3): LSGAN, binary mask entropy, Gram style loss, mask-size prior."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from cgn.config import LossConfig
+from cgn.errors import CheckpointError
+from cgn.losses import (
+    GeneratorLoss,
+    StyleLoss,
+    binary_entropy,
+    discriminator_adversarial_loss,
+    generator_adversarial_loss,
+    gram,
+    mask_size_loss,
+    vgg16_features,
+)
+
+
+def test_lsgan_losses():
+    assert generator_adversarial_loss(torch.ones(4)).item() == 0
+    assert generator_adversarial_loss(torch.zeros(4)).item() == 1
+    assert discriminator_adversarial_loss(torch.ones(4), torch.zeros(4)).item() == 0
+    assert discriminator_adversarial_loss(torch.zeros(4), torch.ones(4)).item() == 1
+
+
+def test_binary_entropy_in_bits():
+    assert binary_entropy(torch.full((2, 1, 4, 4), 0.5)).item() == pytest.approx(1.0)
+    assert binary_entropy(torch.tensor([1e-4, 0.9999])).item() < 2e-3
+    p = 0.2
+    assert binary_entropy(torch.tensor([p])).item() == pytest.approx(-(p * math.log2(p) + (1 - p) * math.log2(1 - p)))
+
+
+def test_mask_size_prior():
+    masks = torch.zeros(3, 1, 10, 10)
+    masks[1, :, :5] = 1  # area 0.5
+    masks[2] = 1  # area 1.0
+    per_image = [0.05, 0.0, 0.5]  # below 0.05, inside [0.05, 0.5], above 0.5
+    assert mask_size_loss(masks, 0.05, 0.5).item() == pytest.approx(sum(per_image) / 3)
+
+
+def test_gram_is_normalised_per_sample():
+    f = torch.ones(2, 3, 4, 4)
+    g = gram(f)
+    assert g.shape == (2, 3, 3) and torch.allclose(g, torch.full((2, 3, 3), 1 / 3))
+
+
+def test_style_loss_matches_its_formula_and_runs_only_needed_layers():
+    features = nn.Sequential(*[nn.Conv2d(3, 3, 1) if i % 2 == 0 else nn.ReLU() for i in range(24)])
+    loss = StyleLoss((0.5, 0.0, 0.0, 0.0), features)
+    assert len(loss.features) == 4  # up to relu1_2 (index 3) only
+    x, y = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    expected = 0.5**2 * 5000 * (gram(features[:4](x)) - gram(features[:4](y))).abs().mean()
+    assert loss(x, y).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert loss(x, x).item() == 0
+
+
+def test_style_loss_gradient_flows_to_the_generated_image_only():
+    loss = StyleLoss((0.0, 0.1, 0.0, 0.0), vgg16_features("vgg16_random"))
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)
+    loss(x, torch.randn(2, 3, 32, 32)).backward()
+    assert x.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in loss.parameters())
+
+
+def test_random_vgg_is_deterministic():
+    a, b = vgg16_features("vgg16_random"), vgg16_features("vgg16_random")
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_missing_imagenet_vgg_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="VGG-16 ImageNet weights not found.*vgg16_random or none"):
+        vgg16_features("vgg16", tmp_path / "missing.pth")
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="not a torchvision VGG-16 state dict"):
+        vgg16_features("vgg16", garbage)
+
+
+def test_imagenet_vgg_loads_from_a_local_file(tmp_path):
+    from torchvision.models import vgg16
+
+    path = tmp_path / "vgg16.pth"
+    torch.save(vgg16(weights=None).state_dict(), path)
+    assert len(vgg16_features("vgg16", path)) == 31
+
+
+def test_generator_loss_parts():
+    config = LossConfig(style_network="none", mask_weight=0.3, mask_size_weight=2.0)
+    total, parts = GeneratorLoss(config)(torch.zeros(4), torch.full((4, 1, 8, 8), 0.5), torch.zeros(4, 3, 8, 8), None)
+    assert set(parts) == {"adv", "mask", "mask_size"}
+    assert parts["mask"].item() == pytest.approx(0.3)
+    assert total.item() == pytest.approx(1 + 0.3 + 0.0)

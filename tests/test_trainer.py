@@ -1,0 +1,101 @@
+"""The trainer: run directory, checkpoints with embedded config, exact resume, crash safety."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cgn.checkpoint import load_cgn, read_weights, save_weights
+from cgn.config import load_config
+from cgn.errors import CheckpointError, ConfigError
+from cgn.model import CGN
+from cgn.trainer import Trainer, train_cgn
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def debug_config():
+    return load_config(
+        REPO / "configs" / "debug.toml",
+        ["train.steps=8", "train.checkpoint_every=4", "train.sample_every=4", "train.log_every=2"],
+    )
+
+
+def weights(path):
+    return read_weights(path)[0]
+
+
+def test_a_run_writes_its_artefacts(tmp_path, data_root, debug_config):
+    result = train_cgn(debug_config, tmp_path / "run", data_root=data_root, progress=False)
+    run = tmp_path / "run"
+    assert result.steps == 8 and (run / "done").exists()
+    assert json.loads((run / "config.json").read_text()) == debug_config.to_dict()
+    assert "versions" in json.loads((run / "environment.json").read_text())
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [2, 4, 6, 8] and {"g", "d", "adv", "mask", "images_per_s"} <= set(lines[0])
+    assert (run / "samples" / "step_0000004.png").exists() and (run / "samples" / "counterfactuals_shape3.png").exists()
+    model, config, metadata = load_cgn(result.checkpoint)
+    assert config == debug_config and metadata["step"] == "8" and not model.training
+
+
+def test_resume_is_exact(tmp_path, data_root, debug_config):
+    train_cgn(debug_config, tmp_path / "straight", data_root=data_root, progress=False)
+    train_cgn(debug_config, tmp_path / "resumed", data_root=data_root, progress=False, stop_at=4)
+    assert not (tmp_path / "resumed" / "done").exists()
+    train_cgn(debug_config, tmp_path / "resumed", data_root=data_root, progress=False, resume=True)
+    for name in ("cgn.safetensors", "checkpoints/step_0000008/discriminator.safetensors"):
+        a, b = weights(tmp_path / "straight" / name), weights(tmp_path / "resumed" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6, 8]
+
+
+def test_existing_run_needs_resume(tmp_path, data_root, debug_config):
+    train_cgn(debug_config, tmp_path / "run", data_root=data_root, progress=False, stop_at=4)
+    with pytest.raises(ConfigError, match="pass --resume"):
+        train_cgn(debug_config, tmp_path / "run", data_root=data_root, progress=False)
+
+
+def test_resume_with_another_config_is_refused(tmp_path, data_root, debug_config):
+    train_cgn(debug_config, tmp_path / "run", data_root=data_root, progress=False, stop_at=4)
+    other = load_config(REPO / "configs" / "debug.toml", ["train.steps=8", "train.lr=1e-3"])
+    with pytest.raises(ConfigError, match="another config"):
+        train_cgn(other, tmp_path / "run", data_root=data_root, progress=False, resume=True)
+
+
+def test_a_crash_during_a_save_keeps_the_last_good_checkpoint(tmp_path, data_root, debug_config, monkeypatch):
+    trainer = Trainer(debug_config, tmp_path / "run", data_root=data_root)
+    trainer.fit(stop_at=4, progress=False)
+    trainer.train_step()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed during the save")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save_checkpoint()
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert (checkpoints / "latest").read_text().strip() == "step_0000004"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["latest", "step_0000004"]
+    monkeypatch.undo()
+    resumed = Trainer(debug_config, tmp_path / "run", data_root=data_root)
+    resumed.fit(resume=True, progress=False, stop_at=4)
+    assert resumed.step == 4
+
+
+def test_checkpoint_round_trip_and_corruption(tmp_path, debug_config):
+    model = CGN(debug_config.model)
+    path = save_weights(tmp_path / "m.safetensors", model, config=debug_config, kind="cgn", step=3)
+    loaded, config, metadata = load_cgn(path)
+    assert config == debug_config and metadata["kind"] == "cgn"
+    assert all(
+        torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True)
+    )
+    blob = path.read_bytes()
+    path.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_cgn(path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_cgn(tmp_path / "nope.safetensors")
