@@ -7,9 +7,6 @@ Usage: python benchmarks/data_throughput.py [--seconds 3] [--workers 0 2]
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from cgn.data import build_dataset, dataset_names
 from cgn.data.mnist import load_mnist
-from cgn.environment import describe
+from cgn.environment import write_result
 
 BATCH = 64
 
@@ -75,17 +72,8 @@ def main() -> None:
                 for w, v in by_workers.items()
             )
         )
-    env = describe()
-    result.update(
-        batch_size=BATCH,
-        torch_threads=1,
-        command=" ".join(["python", *map(shlex.quote, sys.argv)]),
-        machine=env["machine"],
-        versions=env["versions"],
-        git_commit=env["git_commit"],
-    )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    result.update(batch_size=BATCH, torch_threads=1)
+    write_result(args.out, result)
     print(f"wrote {args.out}")
 
 

@@ -41,7 +41,10 @@ def test_overrides_are_typed():
         ("train.batch_size=abc", "train.batch_size must be int, not str"),
         ("loss.style_weights=[1, 2]", "loss.style_weights needs 4 values"),
         ("train.betas=[0.5]", "train.betas must have 2 values, not 1"),
-        ("model.discriminator=mlp", "unknown discriminator 'mlp'; choose one of: conv, linear"),
+        (
+            "model.discriminator=mlp",
+            "unknown discriminator 'mlp'; choose one of: conv, conv_projection, linear, linear_projection",
+        ),
         ("train.dataset=svhn", "unknown dataset 'svhn'"),
         ("train.precision=fp16", "train.precision must be 'fp32' or 'bf16'"),
         ("nonsense", "must look like section.key=value"),

@@ -102,14 +102,17 @@ def test_label_vectors_must_match_in_length():
         CGN(TINY)(torch.arange(3), torch.arange(2))
 
 
-@pytest.mark.parametrize("name", ["linear", "conv"])
+@pytest.mark.parametrize("name", ["linear", "conv", "linear_projection", "conv_projection"])
 def test_discriminators(name):
     config = ModelConfig(discriminator=name, ndf=16)
     disc = build_discriminator(config)
-    assert isinstance(disc, LinearDiscriminator if name == "linear" else ConvDiscriminator)
+    if name in ("linear", "conv"):
+        assert isinstance(disc, LinearDiscriminator if name == "linear" else ConvDiscriminator)
     out = disc(torch.randn(5, 3, 32, 32), torch.arange(5))
     assert out.shape == (5,)
     out.sum().backward()
+    labels_matter = disc.eval()(torch.zeros(2, 3, 32, 32), torch.tensor([0, 1]))
+    assert labels_matter[0] != labels_matter[1]
 
 
 def test_paper_sizes():

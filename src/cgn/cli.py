@@ -83,6 +83,32 @@ def _import_original(args: argparse.Namespace) -> None:
     print(f"wrote {save_imported(args.path, args.dataset, args.out)}")
 
 
+def _evaluate_cgn(args: argparse.Namespace) -> None:
+    from cgn.checkpoint import load_cgn
+    from cgn.environment import describe
+    from cgn.evaluation import evaluate_cgn
+    from cgn.files import write_text
+    from cgn.trainer import pick_device
+
+    model, config, metadata = load_cgn(args.checkpoint, pick_device(args.device))
+    dataset = args.dataset or config.train.dataset
+    metrics = evaluate_cgn(model, dataset, num_samples=args.num, seed=args.seed, data_root=args.data_dir)
+    report = {
+        "checkpoint": str(args.checkpoint),
+        "dataset": dataset,
+        "step": int(metadata.get("step", 0)),
+        "num_samples": args.num,
+        "seed": args.seed,
+        "metrics": metrics,
+        **describe(),
+    }
+    for key, value in metrics.items():
+        print(f"{key:28} {'-' if value is None else f'{value:.4f}'}")
+    if args.out is not None:
+        write_text(args.out, json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cgn", description="Counterfactual Generative Networks.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
@@ -136,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--dataset", required=True, help="colored_mnist, double_colored_mnist or wildlife_mnist")
     imp.add_argument("--out", type=Path, required=True, help="the cgn checkpoint to write (.safetensors)")
     imp.set_defaults(func=_import_original)
+
+    ev = commands.add_parser("evaluate-cgn", parents=[data_dir], help="disentanglement metrics of a CGN checkpoint")
+    ev.add_argument("checkpoint", type=Path, help="a cgn .safetensors checkpoint")
+    ev.add_argument("--out", type=Path, help="write the report as JSON")
+    ev.add_argument("--num", type=int, default=10_000, help="counterfactuals to generate")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--dataset", help="judge against this dataset (default: the checkpoint's)")
+    ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ev.set_defaults(func=_evaluate_cgn)
     return parser
 
 

@@ -45,3 +45,16 @@ def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
 def describe() -> dict[str, object]:
     """A JSON-ready description of where and with what a result was produced."""
     return {"machine": machine(), "versions": versions(), "git_commit": git_commit()}
+
+
+def write_result(path: str | os.PathLike, result: dict[str, object], argv: list[str] | None = None) -> Path:
+    """Write a benchmark's JSON with the command that produced it, the machine and versions."""
+    import json
+    import shlex
+    import sys
+
+    from cgn.files import write_text
+
+    command = " ".join(["python", *map(shlex.quote, sys.argv if argv is None else argv)])
+    write_text(path, json.dumps({**result, "command": command, **describe()}, indent=2) + "\n")
+    return Path(path)

@@ -46,7 +46,7 @@ class ShapeMechanism(nn.Module):
         x = self.fc(z).view(len(z), -1, self.start, self.start)  # (B, 64, 8, 8)
         x = self.norm1(self.up1(self.norm0(x)))  # (B, 32, 16, 16)
         x = self.norm2(self.up2(x))  # (B, 1, 32, 32)
-        return x.clamp(MASK_MIN, MASK_MAX)
+        return x.float().clamp(MASK_MIN, MASK_MAX)  # float32: 0.9999 rounds to 1 in bf16
 
 
 class TextureMechanism(nn.Module):

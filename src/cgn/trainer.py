@@ -86,6 +86,7 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=t.lr, betas=t.betas)
         self.rng = make_generator(t.seed, "train")
         self.step = 0
+        self.train_seconds = 0.0  # wall time spent in fit, summed over resumes
         self._permutation: tuple[int, torch.Tensor] | None = None
 
     # -- data ---------------------------------------------------------------------------------
@@ -139,6 +140,7 @@ class Trainer:
         end = min(self.total_steps, stop_at) if stop_at is not None else self.total_steps
         sums: dict[str, torch.Tensor] = {}
         window_start, window_steps, start_time = time.perf_counter(), 0, time.perf_counter()
+        segment_start = start_time
         bar = tqdm(
             total=self.total_steps,
             initial=self.step,
@@ -169,6 +171,8 @@ class Trainer:
             if self.step % t.sample_every == 0:
                 self.write_samples()
             if self.step % t.checkpoint_every == 0 or self.step == end:
+                self.train_seconds += time.perf_counter() - segment_start
+                segment_start = time.perf_counter()
                 self.save_checkpoint()
         bar.close()
         if self.step >= self.total_steps:
@@ -180,7 +184,8 @@ class Trainer:
         self.write_samples()
         save_weights(self.run_dir / "cgn.safetensors", self.generator, config=self.config, kind="cgn", step=self.step)
         self.write_counterfactual_sheets()
-        write_text(self.run_dir / "done", json.dumps({"step": self.step}) + "\n")
+        record = {"step": self.step, "train_seconds": round(self.train_seconds, 2)}
+        write_text(self.run_dir / "done", json.dumps(record) + "\n")
 
     # -- run directory, logging, samples ------------------------------------------------------
     def _prepare_run_dir(self, resume: bool) -> None:
@@ -250,6 +255,7 @@ class Trainer:
             torch.save(
                 {
                     "step": self.step,
+                    "train_seconds": self.train_seconds,
                     "opt_g": self.opt_g.state_dict(),
                     "opt_d": self.opt_d.state_dict(),
                     "rng": self.rng.get_state(),
@@ -282,6 +288,7 @@ class Trainer:
         if self.device.type == "cuda" and state["cuda_rng"]:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.step = int(state["step"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         log.info("resumed %s at step %d", folder, self.step)
 
 

@@ -1,0 +1,143 @@
+"""Training images per second of the paper's MNIST CGN on this machine, and where a step's time goes.
+
+For each dataset × batch size × style loss on/off × precision, runs the real training step
+(`Trainer.train_step`) and reports the median of 3 timed runs. The style loss uses VGG-16 with
+random weights (the same cost as ImageNet weights). A phase profile of one configuration
+splits a step into data, generator forward, discriminator, style loss, backward and optimiser.
+
+Writes results/train_speed.json. Needs prepared data (`cgn data prepare`).
+Usage: python benchmarks/train_speed.py [--steps 30] [--datasets ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from cgn.config import paper_config
+from cgn.environment import write_result
+from cgn.losses import discriminator_adversarial_loss
+from cgn.trainer import Trainer
+
+# The authors' code on a machine of this kind (from the issue): seconds per step at batch 16.
+AUTHORS = {
+    "double_colored_mnist": {"style": 0.172, "no_style": 0.060},
+    "wildlife_mnist": {"style": 0.255, "no_style": 0.138},
+}
+
+
+def make_trainer(dataset: str, batch: int, style: bool, precision: str, run_dir: Path) -> Trainer:
+    config = paper_config(
+        dataset,
+        loss={"style_network": "vgg16_random" if style else "none"},
+        train={"batch_size": batch, "precision": precision, "steps": 10_000},
+    )
+    trainer = Trainer(config, run_dir)
+    trainer._prepare_run_dir(resume=False)
+    return trainer
+
+
+def seconds_per_step(trainer: Trainer, steps: int, repeats: int = 3) -> float:
+    for _ in range(5):
+        trainer.train_step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step()
+        times.append((time.perf_counter() - start) / steps)
+    return statistics.median(times)
+
+
+def phase_profile(trainer: Trainer, steps: int) -> dict[str, float]:
+    """Milliseconds per step in each phase of the training step (same work as train_step)."""
+    phases: dict[str, float] = {}
+
+    def tick(name: str, start: float) -> float:
+        now = time.perf_counter()
+        phases[name] = phases.get(name, 0.0) + (now - start) * 1000 / steps
+        return now
+
+    g, d, loss = trainer.generator, trainer.discriminator, trainer.loss
+    for _ in range(steps):
+        t = time.perf_counter()
+        real = trainer.real_batch(trainer.step)
+        x_real, y_real = real["image"], real["label"]
+        y_gen = torch.randint(0, 10, (len(y_real),), generator=trainer.rng)
+        noise = g.sample_noise(len(y_real), trainer.rng)
+        t = tick("data", t)
+        trainer.opt_g.zero_grad(set_to_none=True)
+        with trainer.autocast():
+            out = g(y_gen, noise=noise, generator=trainer.rng)
+            t = tick("generator_forward", t)
+            d_fake = d(out.image, y_gen)
+            t = tick("discriminator_forward_g_step", t)
+            total, _ = loss(d_fake.float(), out.mask.float(), out.image, x_real)
+            t = tick("style_and_other_losses", t)
+        total.backward()
+        t = tick("generator_backward", t)
+        trainer.opt_g.step()
+        t = tick("generator_optimizer", t)
+        trainer.opt_d.zero_grad(set_to_none=True)
+        with trainer.autocast():
+            loss_d = discriminator_adversarial_loss(d(x_real, y_real).float(), d(out.image.detach(), y_gen).float())
+        loss_d.backward()
+        trainer.opt_d.step()
+        tick("discriminator_step", t)
+        trainer.step += 1
+    total_ms = sum(phases.values())
+    return {k: {"ms": round(v, 2), "share": round(v / total_ms, 3)} for k, v in phases.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--datasets", nargs="+", default=list(AUTHORS))
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--out", type=Path, default=Path("results/train_speed.json"))
+    args = parser.parse_args()
+    rows, profiles = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for dataset in args.datasets:
+            for batch in args.batch_sizes:
+                for style in (True, False):
+                    for precision in args.precisions:
+                        trainer = make_trainer(dataset, batch, style, precision, Path(tmp) / f"{len(rows)}")
+                        s = seconds_per_step(trainer, max(5, args.steps * 16 // batch))
+                        row = {
+                            "dataset": dataset,
+                            "batch_size": batch,
+                            "style_loss": style,
+                            "precision": precision,
+                            "seconds_per_step": round(s, 4),
+                            "images_per_s": round(batch / s, 1),
+                        }
+                        ref = AUTHORS.get(dataset, {}).get("style" if style else "no_style")
+                        if ref and batch == 16:
+                            row["authors_images_per_s"] = round(16 / ref, 1)
+                            row["speedup_vs_authors"] = round(ref / s, 2)
+                        rows.append(row)
+                        print(json.dumps(row), flush=True)
+                        if batch == 16 and precision == "fp32":
+                            key = f"{dataset}/batch16/{'style' if style else 'no_style'}/fp32"
+                            profiles[key] = phase_profile(trainer, args.steps)
+    result = {
+        "rows": rows,
+        "profile_ms_per_step": profiles,
+        "authors_seconds_per_step_batch16": AUTHORS,
+        "notes": "style loss = VGG-16 with random weights (same cost as ImageNet weights); medians of 3 runs",
+        "torch_threads": torch.get_num_threads(),
+    }
+    write_result(args.out, result)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Disentanglement metrics (cgn.evaluation) and their digit classifier, on fake MNIST + real textures."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from cgn.config import ModelConfig
+from cgn.data import build_dataset
+from cgn.data.colored import ColoredMNIST
+from cgn.data.double_colored import DoubleColoredMNIST
+from cgn.data.mnist import cache_path
+from cgn.data.textures import load_textures
+from cgn.data.wildlife import prepare_texture_bank
+from cgn.digit_classifier import DigitClassifier, classifier_path, load_or_train_digit_classifier
+from cgn.evaluation import (
+    METRICS,
+    appearance_classifiers,
+    color_classifier,
+    evaluate_cgn,
+    evaluate_real_data,
+    mask_statistics,
+    random_crops,
+    shape_leakage,
+    stretched_grey,
+    texture_classifier,
+    to_grey,
+)
+from cgn.model import CGN
+from cgn.seeding import make_generator
+
+NAMES = ["colored_mnist", "double_colored_mnist", "wildlife_mnist"]
+
+
+@pytest.fixture(scope="module")
+def digits(data_root) -> DigitClassifier:
+    """A digit classifier trained on 1000 fake masks: fast, and enough to exercise the pipeline."""
+    return load_or_train_digit_classifier(data_root, seed=0, max_train=1000, epochs=1)
+
+
+@pytest.fixture()
+def own_root(tmp_path, data_root):
+    """A fresh data folder with the fake MNIST cache, for tests that write the classifier cache."""
+    shutil.copyfile(cache_path(data_root), cache_path(tmp_path))
+    return tmp_path
+
+
+# -- the appearance judges on real colours and textures --------------------------------------
+@pytest.mark.parametrize("cls", [ColoredMNIST, DoubleColoredMNIST])
+def test_color_classifier_recognises_the_palette_exactly(cls):
+    colors = cls.foreground_colors  # (10, 3) in [0, 1]
+    maps = colors[:, :, None, None].expand(10, 3, 32, 32) * 2 - 1  # (10, 3, 32, 32) in [-1, 1]
+    assert torch.equal(color_classifier(colors).predict(maps), torch.arange(10))
+
+
+@pytest.mark.parametrize("name", ["colored_mnist", "double_colored_mnist"])
+def test_color_classifiers_on_real_jittered_colours(data_root, fake_mnist, name):
+    ds = build_dataset(name, "test", 0, data_root, mnist=fake_mnist)
+    index = torch.arange(3000)
+    attributes = {k: v[index] for k, v in ds.attributes.items()}
+    masks = ds.masks[index]
+    foreground_judge, background_judge = appearance_classifiers(name, data_root)
+    foreground = ds.render(torch.ones_like(masks), attributes)  # (B, 3, 32, 32) the full-frame digit colour
+    accuracy = (foreground_judge.predict(foreground) == attributes["foreground_attr"]).double().mean()
+    # colored MNIST's jitter (std 0.14) puts ~2% of colours nearer another mean: the Bayes limit
+    assert accuracy >= (0.97 if name == "colored_mnist" else 0.999)
+    if name == "colored_mnist":
+        assert background_judge is None
+    else:
+        background = ds.render(torch.zeros_like(masks), attributes)
+        assert (background_judge.predict(background) == attributes["background_attr"]).double().mean() >= 0.999
+
+
+@pytest.mark.parametrize("kind", ["object", "background"])
+def test_texture_classifier_on_fresh_real_crops(data_root, kind):
+    bank = prepare_texture_bank(load_textures(data_root)[kind])  # (10, 156, 156, 3)
+    judge = texture_classifier(bank)
+    labels = torch.arange(10).repeat_interleave(200)
+    crops = random_crops(bank, labels, make_generator(123, "fresh crops"))  # (2000, 3, 32, 32), unseen offsets
+    assert (judge.predict(crops) == labels).double().mean() >= 0.98
+    assert judge.prototypes.shape[0] == 10 * 16
+
+
+def test_texture_classifier_is_deterministic(data_root):
+    bank = prepare_texture_bank(load_textures(data_root)["object"])
+    a, b = texture_classifier(bank, crops_per_texture=100), texture_classifier(bank, crops_per_texture=100)
+    assert torch.equal(a.prototypes, b.prototypes) and torch.equal(a.scale, b.scale)
+
+
+# -- masks and leakage ------------------------------------------------------------------------
+def test_mask_statistics_on_hand_made_masks():
+    values = torch.tensor([0.0, 0.05, 0.0999, 0.1, 0.5, 0.9, 0.9001, 1.0])  # 5 of 8 are < 0.1 or > 0.9
+    mean, binary = mask_statistics(values.view(2, 1, 2, 2))
+    assert mean == pytest.approx(float(values.double().mean()), abs=1e-12)
+    assert binary == 5 / 8
+    assert mask_statistics(torch.ones(3, 1, 4, 4)) == (1.0, 1.0)
+    assert mask_statistics(torch.full((3, 1, 4, 4), 0.5)) == (0.5, 0.0)
+    half = torch.zeros(1, 1, 4, 4)
+    half[..., :2] = 1.0
+    assert mask_statistics(half) == (0.5, 1.0)
+
+
+def test_grey_maps_lie_in_the_unit_interval():
+    maps = torch.rand(4, 3, 8, 8) * 2 - 1
+    for grey in (to_grey(maps), stretched_grey(maps)):
+        assert grey.shape == (4, 1, 8, 8) and grey.min() >= 0 and grey.max() <= 1
+    assert torch.allclose(to_grey(torch.ones(1, 3, 2, 2)), torch.ones(1, 1, 2, 2))
+    assert torch.allclose(stretched_grey(maps).amax((1, 2, 3)), torch.ones(4))
+
+
+def test_constant_maps_leak_no_shape(digits):
+    """Label-coloured but shape-free maps score exactly chance on balanced labels."""
+    labels = torch.arange(200) % 10
+    colors = torch.rand(10, 3, generator=make_generator(0, "colours"))[labels] * 2 - 1  # one colour per label
+    maps = colors[:, :, None, None].expand(200, 3, 32, 32)  # (200, 3, 32, 32)
+    assert shape_leakage(digits, maps, labels) == pytest.approx(0.1, abs=1e-12)
+
+
+# -- the digit classifier -----------------------------------------------------------------------
+def test_digit_classifier_is_cached_with_its_accuracy(own_root):
+    first = load_or_train_digit_classifier(own_root, seed=3, max_train=300, epochs=1)
+    path = classifier_path(own_root)
+    assert path.is_file()
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    assert metadata["train_images"] == "300" and metadata["seed"] == "3"
+    assert float(metadata["heldout_accuracy"]) == first.heldout_accuracy
+    assert 0.0 <= first.heldout_accuracy <= 1.0
+    mtime = path.stat().st_mtime_ns
+    again = load_or_train_digit_classifier(own_root, seed=3, max_train=300, epochs=1)
+    assert path.stat().st_mtime_ns == mtime  # loaded, not retrained
+    for (k, a), b in zip(first.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert not list(own_root.glob(".*.tmp"))  # the atomic write left no temporary file
+
+
+def test_digit_classifier_training_is_deterministic_and_retrains_on_mismatch(own_root):
+    first = load_or_train_digit_classifier(own_root, seed=1, max_train=300, epochs=1)
+    classifier_path(own_root).unlink()
+    second = load_or_train_digit_classifier(own_root, seed=1, max_train=300, epochs=1)
+    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    other = load_or_train_digit_classifier(own_root, seed=2, max_train=300, epochs=1)  # other seed: retrained
+    assert other.metadata["seed"] == "2"
+    assert not torch.equal(other.head[-1].weight, first.head[-1].weight)
+
+
+def test_a_corrupt_classifier_cache_is_retrained(own_root):
+    classifier_path(own_root).write_bytes(b"not a safetensors file")
+    model = load_or_train_digit_classifier(own_root, seed=0, max_train=200, epochs=1)
+    assert model.heldout_accuracy is not None
+    assert load_or_train_digit_classifier(own_root, seed=0, max_train=200, epochs=1).metadata["train_images"] == "200"
+
+
+# -- the two entry points -----------------------------------------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_evaluate_cgn_on_a_tiny_random_cgn(data_root, digits, name):
+    torch.manual_seed(0)
+    model = CGN(ModelConfig(ngf=8, latent_dim=8)).train()
+    kwargs = dict(num_samples=130, seed=5, data_root=data_root, batch_size=64, digit_classifier=digits)
+    metrics = evaluate_cgn(model, name, **kwargs)
+    assert list(metrics) == list(METRICS)
+    for key, value in metrics.items():
+        if name == "colored_mnist" and key == "background_effectiveness":
+            assert value is None
+        else:
+            assert isinstance(value, float) and 0.0 <= value <= 1.0 and math.isfinite(value), (key, value)
+    assert model.training  # the caller's mode is restored
+    assert evaluate_cgn(model, name, **kwargs) == metrics  # seeded: the same numbers again
+
+
+def test_evaluate_cgn_trains_the_digit_classifier_on_first_use(own_root, monkeypatch):
+    """Without a classifier argument, the cached one of the data folder is used (trained first)."""
+    import cgn.evaluation as evaluation
+
+    calls = []
+
+    def small(root, seed=0):
+        calls.append((root, seed))
+        return load_or_train_digit_classifier(root, seed, max_train=200, epochs=1)
+
+    monkeypatch.setattr(evaluation, "load_or_train_digit_classifier", small)
+    metrics = evaluate_cgn(CGN(ModelConfig(ngf=8, latent_dim=8)), "colored_mnist", num_samples=20, data_root=own_root)
+    assert calls == [(own_root, 0)] and classifier_path(own_root).is_file()
+    assert metrics["background_effectiveness"] is None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_real_data_scores_are_those_of_a_perfect_cgn(data_root, fake_mnist, digits, name):
+    metrics = evaluate_real_data(
+        name, data_root=data_root, max_samples=1500, digit_classifier=digits, mnist=fake_mnist, batch_size=500
+    )
+    assert list(metrics) == list(METRICS)
+    assert metrics["mask_binary_share"] == 1.0
+    assert 0.0 < metrics["mask_mean"] < 1.0
+    assert metrics["texture_effectiveness"] >= 0.97
+    if name == "colored_mnist":
+        assert metrics["background_effectiveness"] is None and metrics["shape_leakage_background"] is None
+    else:
+        assert metrics["background_effectiveness"] >= 0.98
+    if name != "wildlife_mnist":  # flat colour maps: exactly the same classifier input for every label
+        assert metrics["shape_leakage_foreground"] == pytest.approx(0.1, abs=0.03)
+
+
+def test_unknown_dataset_is_a_clear_error(digits):
+    from cgn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        evaluate_cgn(CGN(ModelConfig(ngf=8, latent_dim=8)), "imagenet", num_samples=4, digit_classifier=digits)
