@@ -17,6 +17,7 @@ from cgn.losses import (
     discriminator_adversarial_loss,
     generator_adversarial_loss,
     gram,
+    mask_border_loss,
     mask_size_loss,
     vgg16_features,
 )
@@ -42,6 +43,17 @@ def test_mask_size_prior():
     masks[2] = 1  # area 1.0
     per_image = [0.05, 0.0, 0.5]  # below 0.05, inside [0.05, 0.5], above 0.5
     assert mask_size_loss(masks, 0.05, 0.5).item() == pytest.approx(sum(per_image) / 3)
+
+
+def test_mask_border_prior():
+    centred = torch.zeros(2, 1, 8, 8)
+    centred[:, :, 2:6, 2:6] = 1
+    assert mask_border_loss(centred, 2).item() == 0
+    inverted = 1 - centred
+    assert mask_border_loss(inverted, 2).item() == 1
+    half = torch.zeros(1, 1, 8, 8)
+    half[..., :4, :] = 1  # top half: 24 of the 48 border pixels
+    assert mask_border_loss(half, 2).item() == pytest.approx(0.5)
 
 
 def test_gram_is_normalised_per_sample():
@@ -91,8 +103,8 @@ def test_imagenet_vgg_loads_from_a_local_file(tmp_path):
 
 
 def test_generator_loss_parts():
-    config = LossConfig(style_network="none", mask_weight=0.3, mask_size_weight=2.0)
+    config = LossConfig(style_network="none", mask_weight=0.3, mask_size_weight=2.0, mask_border_weight=0.5)
     total, parts = GeneratorLoss(config)(torch.zeros(4), torch.full((4, 1, 8, 8), 0.5), torch.zeros(4, 3, 8, 8), None)
-    assert set(parts) == {"adv", "mask", "mask_size"}
+    assert set(parts) == {"adv", "mask", "mask_size", "mask_border"}
     assert parts["mask"].item() == pytest.approx(0.3)
-    assert total.item() == pytest.approx(1 + 0.3 + 0.0)
+    assert total.item() == pytest.approx(1 + 0.3 + 0.0 + 0.25)

@@ -56,6 +56,9 @@ class LossConfig:
     mask_size_weight: float = 0.0
     mask_size_min: float = 0.05
     mask_size_max: float = 0.5
+    # Our addition (0 = off, the paper): penalty on the mean mask over the frame's outer pixels.
+    mask_border_weight: float = 0.0
+    mask_border_width: int = 2
 
     def validate(self) -> None:
         _check(len(self.style_weights) == 4, "loss.style_weights needs 4 values (relu1_2, relu2_2, relu3_3, relu4_3)")

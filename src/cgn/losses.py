@@ -3,7 +3,7 @@
 - least-squares adversarial losses for generator and discriminator;
 - the binary-entropy mask loss that pushes masks to 0/1;
 - the style (Gram) loss on VGG-16 features between generated and (unpaired) real images;
-- our optional mask-size prior (off by default), which keeps masks from inverting.
+- our optional mask-size and mask-border priors (off by default), which keep masks from inverting.
 """
 
 from __future__ import annotations
@@ -44,6 +44,17 @@ def mask_size_loss(mask: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """Per image ``max(0, low − mean m) + max(0, mean m − high)``, averaged over the batch."""
     area = mask.flatten(1).mean(1)  # (B,)
     return (F.relu(low - area) + F.relu(area - high)).mean()
+
+
+def mask_border_loss(mask: torch.Tensor, width: int) -> torch.Tensor:
+    """Mean mask value on the outer ``width`` pixels of the frame: 0 for a centred object.
+
+    MNIST digits sit inside their frame, so a mask that covers the border is an inverted one
+    (mask on the background, the digit drawn by the background mechanism).
+    """
+    inner = torch.zeros_like(mask[:1, :1], dtype=torch.bool)  # (1, 1, H, W)
+    inner[..., width:-width, width:-width] = True
+    return mask.masked_select(~inner).mean()
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
@@ -132,4 +143,6 @@ class GeneratorLoss(nn.Module):
             parts["style"] = self.style(generated, real)
         if c.mask_size_weight:
             parts["mask_size"] = c.mask_size_weight * mask_size_loss(mask, c.mask_size_min, c.mask_size_max)
+        if c.mask_border_weight:
+            parts["mask_border"] = c.mask_border_weight * mask_border_loss(mask, c.mask_border_width)
         return sum(parts.values()), parts

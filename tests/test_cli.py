@@ -1,0 +1,37 @@
+"""The `cgn` command: train-cgn, import-original, and one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from cgn.checkpoint import load_cgn
+from cgn.cli import main
+from tests.conftest import REPO, mirror
+
+
+def test_train_cgn_writes_a_run(tmp_path, data_root, capsys):
+    args = ["train-cgn", "--config", str(REPO / "configs" / "debug.toml"), "train.steps=3", "train.checkpoint_every=3"]
+    assert main([*args, "--out-dir", str(tmp_path), "--data-dir", str(data_root)]) == 0
+    assert "trained 3 steps" in capsys.readouterr().out
+    _, config, _ = load_cgn(tmp_path / "debug_seed0" / "cgn.safetensors")
+    assert config.train.steps == 3
+
+
+def test_train_cgn_reports_bad_overrides_in_one_line(tmp_path, capsys):
+    assert main(["train-cgn", "--dataset", "wildlife_mnist", "train.batchsize=3", "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did you mean 'batch_size'" in err
+
+
+def test_import_original(tmp_path, capsys):
+    source = mirror() / "original_mnist_checkpoints" / "cgn_double_colored_MNIST.pth"
+    if not source.exists():
+        pytest.skip(f"{source} is missing")
+    out = tmp_path / "authors.safetensors"
+    assert main(["import-original", str(source), "--dataset", "double_colored_mnist", "--out", str(out)]) == 0
+    _, config, metadata = load_cgn(out)
+    assert config.train.dataset == "double_colored_mnist" and "imported_from" in metadata
+    assert (
+        main(["import-original", str(tmp_path / "missing.pth"), "--dataset", "wildlife_mnist", "--out", str(out)]) == 2
+    )
+    assert capsys.readouterr().err.startswith("error:")
