@@ -106,7 +106,8 @@ class Trainer:
         return contextlib.nullcontext()
 
     # -- one step -----------------------------------------------------------------------------
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One generator and one discriminator update; returns the detached losses (no sync)."""
         real = self.real_batch(self.step)
         x_real = real["image"].to(self.device, non_blocking=True)
         y_real = real["label"].to(self.device, non_blocking=True)
