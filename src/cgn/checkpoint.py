@@ -82,14 +82,15 @@ def config_of(metadata: dict[str, str]) -> CGNConfig:
 
 
 def load_cgn(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Rebuild a CGN from a checkpoint: returns (model in eval mode, config, metadata)."""
-    from cgn.model import CGN
+    """Rebuild a generator (a CGN, or the cGAN baseline when its config says so) from a
+    checkpoint: returns (model in eval mode, config, metadata)."""
+    from cgn.model import build_generator
 
     state, metadata = read_weights(path)
     if metadata.get("kind") != "cgn":
         raise CheckpointError(f"{path} holds a {metadata.get('kind')!r}, not a CGN generator")
     config = config_of(metadata)
-    model = CGN(config.model)
+    model = build_generator(config.model)
     load_state(model, state, str(path))
     return model.to(device).eval(), config, metadata
 

@@ -109,6 +109,67 @@ def _evaluate_cgn(args: argparse.Namespace) -> None:
         print(f"wrote {args.out}")
 
 
+def _generate(args: argparse.Namespace) -> None:
+    from cgn.counterfactuals import CounterfactualDataset, GenerationSpec, generate_counterfactuals
+    from cgn.trainer import pick_device
+
+    spec = GenerationSpec(num=args.num, per_mask=args.per_mask, seed=args.seed, shard_size=args.shard_size)
+    out = generate_counterfactuals(args.checkpoint, args.out, spec, device=pick_device(args.device))
+    print(f"wrote {CounterfactualDataset(out)!r}")
+
+
+def _train_classifier(args: argparse.Namespace) -> None:
+    from cgn.classifier import ClassifierConfig, MixedSource, colour_typicality_environments, train_classifier
+    from cgn.counterfactuals import CounterfactualDataset
+    from cgn.data import build_dataset
+    from cgn.environment import describe
+    from cgn.files import write_text
+
+    sources = []
+    if args.data in ("real", "mixed"):
+        sources.append(build_dataset(args.dataset, "train", args.data_seed, args.data_dir))
+    if args.data in ("counterfactual", "mixed"):
+        if args.counterfactuals is None:
+            raise ConfigError(f"--data {args.data} needs --counterfactuals DIR (made by `cgn generate`)")
+        sources.append(CounterfactualDataset(args.counterfactuals))
+    source = sources[0] if len(sources) == 1 else MixedSource(sources)
+    config = ClassifierConfig(
+        epochs=args.epochs, objective=args.objective, precision=args.precision, seed=args.seed
+    ).validate()
+    environments = colour_typicality_environments(source) if args.objective == "irm" else None
+    eval_sets = {s: build_dataset(args.dataset, s, args.data_seed, args.data_dir) for s in ("test", "test_official")}
+    _, result = train_classifier(source, eval_sets, config, environments=environments)
+    print(f"train {result.train_acc:.2f} %  " + "  ".join(f"{k} {v:.2f} %" for k, v in result.eval_acc.items()))
+    if args.out is not None:
+        report = {"dataset": args.dataset, "data": args.data, "counterfactuals": str(args.counterfactuals)}
+        write_text(args.out, json.dumps({**report, **result.to_dict(), **describe()}, indent=2) + "\n")
+        print(f"wrote {args.out}")
+
+
+def _reproduce(args: argparse.Namespace) -> None:
+    import shlex
+
+    from cgn.reproduce import FULL, QUICK, Reproduction
+
+    quick = args.quick
+    name = "table2_quick" if quick else "table2"
+    out = args.out or Path("results") / f"{name}.json"
+    reproduction = Reproduction(
+        args.run_dir or Path("runs") / name,
+        QUICK if quick else FULL,
+        datasets=args.datasets,
+        seeds=args.seeds or ([0] if quick else [0, 1, 2]),
+        data_dir=args.data_dir,
+        sheets_dir=out.parent / f"{out.stem}_sheets",
+    )
+    command = " ".join(["cgn", *map(shlex.quote, sys.argv[1:])])
+    table = reproduction.run(out, command=command, quick=quick)
+    from cgn.reproduce import markdown
+
+    print(markdown(table))
+    print(f"wrote {out} and {out.with_suffix('.md')}; counterfactual sheets in {out.parent / f'{out.stem}_sheets'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cgn", description="Counterfactual Generative Networks.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
@@ -171,6 +232,38 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", help="judge against this dataset (default: the checkpoint's)")
     ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ev.set_defaults(func=_evaluate_cgn)
+
+    gen = commands.add_parser("generate", help="write a counterfactual dataset from a CGN checkpoint (resumable)")
+    gen.add_argument("checkpoint", type=Path, help="a cgn .safetensors checkpoint (a CGN or the cGAN baseline)")
+    gen.add_argument("--out", type=Path, required=True, help="output folder (shards + manifest.json)")
+    gen.add_argument("--num", type=int, default=100_000, help="number of images")
+    gen.add_argument("--per-mask", type=int, default=10, help="counterfactuals per generated mask")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--shard-size", type=int, default=10_000, help="images per shard file")
+    gen.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    gen.set_defaults(func=_generate)
+
+    clf = commands.add_parser("train-classifier", parents=[data_dir], help="train the paper's digit classifier")
+    clf.add_argument("--dataset", required=True, help="the biased dataset whose test splits judge it")
+    clf.add_argument("--data", choices=["real", "counterfactual", "mixed"], default="real")
+    clf.add_argument("--counterfactuals", type=Path, help="a folder written by `cgn generate`")
+    clf.add_argument("--objective", choices=["erm", "irm"], default="erm")
+    clf.add_argument("--epochs", type=int, default=10)
+    clf.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    clf.add_argument("--seed", type=int, default=0)
+    clf.add_argument("--data-seed", type=int, default=0, help="seed of the biased dataset's jitter and test splits")
+    clf.add_argument("--out", type=Path, help="write the result as JSON")
+    clf.set_defaults(func=_train_classifier)
+
+    rep = commands.add_parser("reproduce", help="reproduce a table of the paper (resumable)")
+    rep.add_argument("table", choices=["table2"], help="table2: the MNIST table (PAPER.md §1.5)")
+    rep.add_argument("--datasets", nargs="+", default=["colored_mnist", "double_colored_mnist", "wildlife_mnist"])
+    rep.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2 (--quick: 0)")
+    rep.add_argument("--quick", action="store_true", help="reduced schedule: all datasets in about 15 min on 2 cores")
+    rep.add_argument("--out", type=Path, help="the JSON to write (default results/table2[_quick].json, plus .md)")
+    rep.add_argument("--run-dir", type=Path, help="where units are kept (default runs/table2[_quick])")
+    rep.add_argument("--data-dir", type=Path, default=None, help="data folder (default: $CGN_DATA or ~/.cache/cgn)")
+    rep.set_defaults(func=_reproduce)
     return parser
 
 

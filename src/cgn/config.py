@@ -29,6 +29,7 @@ class ModelConfig:
     ngf: int = 32
     ndf: int = 512
     image_size: int = 32
+    generator: str = "cgn"  # "cgn", or "cgan": the Original + GAN baseline (no mechanisms)
     discriminator: str = "linear"  # "linear" or "conv"
     init_type: str = "orthogonal"  # "orthogonal" or "normal"
     init_gain: float = 0.1
@@ -38,6 +39,7 @@ class ModelConfig:
             self.init_type in ("orthogonal", "normal"),
             f"model.init_type must be 'orthogonal' or 'normal', not {self.init_type!r}",
         )
+        _check(self.generator in ("cgn", "cgan"), f"model.generator must be 'cgn' or 'cgan', not {self.generator!r}")
         _check(self.image_size % 4 == 0 and self.image_size > 0, "model.image_size must be a positive multiple of 4")
         for name in ("num_classes", "latent_dim", "ngf", "ndf"):
             _check(getattr(self, name) > 0, f"model.{name} must be positive")

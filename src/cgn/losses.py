@@ -135,12 +135,15 @@ class GeneratorLoss(nn.Module):
         self.config = config
         self.style = build_style_loss(config)
 
-    def forward(self, d_fake: torch.Tensor, mask: torch.Tensor, generated: torch.Tensor, real: torch.Tensor):
+    def forward(self, d_fake: torch.Tensor, mask: torch.Tensor | None, generated: torch.Tensor, real: torch.Tensor):
+        """``mask`` is None for the conditional-GAN baseline: the mask terms are then skipped."""
         c = self.config
         parts = {"adv": c.adversarial_weight * generator_adversarial_loss(d_fake)}
-        parts["mask"] = c.mask_weight * binary_entropy(mask)
         if self.style is not None:
             parts["style"] = self.style(generated, real)
+        if mask is None:
+            return sum(parts.values()), parts
+        parts["mask"] = c.mask_weight * binary_entropy(mask)
         if c.mask_size_weight:
             parts["mask_size"] = c.mask_size_weight * mask_size_loss(mask, c.mask_size_min, c.mask_size_max)
         if c.mask_border_weight:

@@ -88,10 +88,96 @@ class CGN(nn.Module):
             noise = tuple(self.sample_noise(len(y_shape), generator) for _ in range(3))
         u_shape, u_texture, u_background = (noise, noise, noise) if isinstance(noise, torch.Tensor) else noise
 
-        mask = self.shape(self._input(u_shape, y_shape))  # (B, 1, H, W)
-        foreground = self.shuffler(self.texture(self._input(u_texture, y_texture)), generator)  # (B, 3, H, W)
-        background = self.shuffler(self.background(self._input(u_background, y_background)), generator)
+        mask = self.make_mask(u_shape, y_shape)
+        foreground = self.make_foreground(u_texture, y_texture, generator)
+        background = self.make_background(u_background, y_background, generator)
         return CGNOutput(mask, foreground, background, compose(mask, foreground, background))
+
+    # One mechanism at a time (labels already checked): counterfactual generation reuses a mask.
+    def make_mask(self, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.shape(self._input(noise, labels))  # (B, 1, H, W)
+
+    def make_foreground(self, noise: torch.Tensor, labels: torch.Tensor, generator=None) -> torch.Tensor:
+        return self.shuffler(self.texture(self._input(noise, labels)), generator)  # (B, 3, H, W)
+
+    def make_background(self, noise: torch.Tensor, labels: torch.Tensor, generator=None) -> torch.Tensor:
+        return self.shuffler(self.background(self._input(noise, labels)), generator)  # (B, 3, H, W)
 
     def _input(self, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return torch.cat([noise.to(self.device), self.label_embedding(labels)], dim=1)  # (B, latent + classes)
+
+
+@dataclass
+class GANOutput:
+    """A conditional GAN's output: an image only (no mechanisms, so no mask)."""
+
+    image: torch.Tensor  # (B, 3, H, W) in [-1, 1]
+    mask: None = None
+
+
+class ConditionalGAN(nn.Module):
+    """The "Original + GAN" baseline: one conditional generator, no mechanism split.
+
+    The paper never specified it (PAPER.md §4). Ours is the texture mechanism's architecture
+    (Linear → 8×8 → two up-blocks → Conv → BN → tanh) on the same 42-d input, widened to the
+    CGN's parameter budget (:func:`matched_width`), without the shuffler. It trains with the
+    CGN's trainer, discriminator and adversarial loss; mask terms do not apply.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.label_embedding = nn.Embedding(config.num_classes, config.num_classes)
+        width = matched_width(config)
+        self.net = TextureMechanism(config.latent_dim + config.num_classes, width, config.image_size)
+        init_weights(self, config.init_type, config.init_gain)
+
+    device = CGN.device
+    check_labels = CGN.check_labels
+    sample_noise = CGN.sample_noise
+    _input = CGN._input
+
+    def forward(
+        self,
+        labels: torch.Tensor,
+        texture_labels: torch.Tensor | None = None,
+        background_labels: torch.Tensor | None = None,
+        *,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> GANOutput:
+        """Images of class ``labels``; a GAN has one label, so texture/background labels must equal it."""
+        y = self.check_labels(labels, "class")
+        for other in (texture_labels, background_labels):
+            if other is not None and not torch.equal(self.check_labels(other, "class"), y):
+                raise LabelError(
+                    "a conditional GAN has no mechanisms: it cannot take separate texture/background labels"
+                )
+        if noise is None:
+            noise = self.sample_noise(len(y), generator)
+        return GANOutput(self.net(self._input(noise, y)))
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def matched_width(config: ModelConfig) -> int:
+    """The smallest width (a multiple of 4) at which one texture-style generator has at least
+    as many parameters as the CGN's three mechanisms together."""
+    in_dim = config.latent_dim + config.num_classes
+    with torch.random.fork_rng(devices=[]):  # building modules draws initial weights
+        budget = parameter_count(CGN(config)) - config.num_classes**2  # both have the label embedding
+        width = 4
+        while parameter_count(TextureMechanism(in_dim, width, config.image_size)) < budget:
+            width += 4
+    return width
+
+
+GENERATORS = {"cgn": CGN, "cgan": ConditionalGAN}
+
+
+def build_generator(config: ModelConfig) -> nn.Module:
+    """The generator named by ``config.generator``: the CGN, or the conditional-GAN baseline."""
+    return GENERATORS[config.generator](config)

@@ -38,9 +38,9 @@ from cgn.environment import describe
 from cgn.errors import CheckpointError, ConfigError
 from cgn.files import atomic_dir, atomic_path, write_text
 from cgn.losses import GeneratorLoss, discriminator_adversarial_loss
-from cgn.model import CGN
+from cgn.model import build_generator
 from cgn.seeding import derive_seed, make_generator
-from cgn.viz import counterfactual_sheet, mechanism_sheet, save_image
+from cgn.viz import counterfactual_sheet, image_sheet, mechanism_sheet, save_image
 
 log = logging.getLogger(__name__)
 KEEP_CHECKPOINTS = 2
@@ -54,11 +54,11 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_models(config: CGNConfig) -> tuple[CGN, torch.nn.Module]:
-    """Generator and discriminator, initialised from the run's seed alone."""
+def build_models(config: CGNConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Generator (CGN or the cGAN baseline) and discriminator, initialised from the run's seed alone."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(config.train.seed, "init"))
-        return CGN(config.model), build_discriminator(config.model)
+        return build_generator(config.model), build_discriminator(config.model)
 
 
 @dataclass
@@ -119,7 +119,8 @@ class Trainer:
         with self.autocast():
             out = self.generator(y_gen, noise=noise, generator=self.rng)
             d_fake = self.discriminator(out.image, y_gen)
-            loss_g, parts = self.loss(d_fake.float(), out.mask.float(), out.image, x_real)
+            mask = out.mask.float() if out.mask is not None else None  # the cGAN baseline has none
+            loss_g, parts = self.loss(d_fake.float(), mask, out.image, x_real)
         loss_g.backward()
         self.opt_g.step()
 
@@ -184,7 +185,8 @@ class Trainer:
         """Final weights for users, the sheets, and the ``done`` marker."""
         self.write_samples()
         save_weights(self.run_dir / "cgn.safetensors", self.generator, config=self.config, kind="cgn", step=self.step)
-        self.write_counterfactual_sheets()
+        if self.config.model.generator == "cgn":
+            self.write_counterfactual_sheets()
         record = {"step": self.step, "train_seconds": round(self.train_seconds, 2)}
         write_text(self.run_dir / "done", json.dumps(record) + "\n")
 
@@ -226,10 +228,13 @@ class Trainer:
         labels = torch.arange(self.config.model.num_classes).repeat_interleave(2)
         out = self.generator(labels, noise=self.generator.sample_noise(len(labels), g), generator=g)
         self.generator.train()
-        save_image(
-            mechanism_sheet(out, labels, title=f"step {self.step}"),
-            self.run_dir / "samples" / f"step_{self.step:07d}.png",
-        )
+        title = f"step {self.step}"
+        if out.mask is not None:
+            sheet = mechanism_sheet(out, labels, title=title)
+        else:  # the cGAN baseline: a row per class
+            rows = list(out.image.view(self.config.model.num_classes, -1, *out.image.shape[1:]))
+            sheet = image_sheet(rows, row_titles=[str(c) for c in range(len(rows))], title=title)
+        save_image(sheet, self.run_dir / "samples" / f"step_{self.step:07d}.png")
 
     @torch.no_grad()
     def write_counterfactual_sheets(self) -> None:

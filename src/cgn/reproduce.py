@@ -1,0 +1,384 @@
+"""``cgn reproduce table2``: the paper's MNIST table (PAPER.md §1.5) in one resumable command.
+
+For each seed (outer loop, so a complete one-seed table exists early) and dataset it trains
+the CGN (our fast recipe, ``configs/fast``) and the conditional-GAN baseline, generates their
+counterfactual datasets and one from the authors' released CGN, then trains the paper's
+classifier for each method and evaluates it on the de-correlated ``test`` and ``test_official``
+splits. Every unit writes its result into ``runs/<name>/<dataset>/seed<k>/``; a rerun skips
+finished units and resumes interrupted CGN trainings, so the table survives interruptions.
+
+Methods (the rows):
+- ``original``: the real biased train split;
+- ``original_gan``: real + the cGAN's samples (same count as the counterfactuals);
+- ``irm``: IRMv1 on the real split, environments by colour typicality (cgn.classifier);
+- ``cgn``: counterfactuals only; ``original_cgn``: real + counterfactuals;
+- ``authors_cgn``, ``original_authors_cgn``: the same, from the authors' released CGN.
+
+The biased datasets use data seed 0 throughout (fixed benchmark data, frozen test sets); a
+table seed seeds the CGN and GAN training, the generation and the classifier.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from cgn.classifier import ClassifierConfig, MixedSource, colour_typicality_environments, train_classifier
+from cgn.config import CGNConfig, load_config
+from cgn.counterfactuals import CounterfactualDataset, GenerationSpec, generate_counterfactuals
+from cgn.data import build_dataset
+from cgn.data.paths import data_root, mirror_root
+from cgn.environment import describe
+from cgn.errors import ConfigError
+from cgn.files import write_text
+from cgn.viz import image_sheet, save_image
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("colored_mnist", "double_colored_mnist", "wildlife_mnist")
+METHODS = ("original", "original_gan", "irm", "cgn", "original_cgn", "authors_cgn", "original_authors_cgn")
+DATA_SEED = 0
+ORIGINAL_FILES = {
+    "colored_mnist": "cgn_colored_MNIST.pth",
+    "double_colored_mnist": "cgn_double_colored_MNIST.pth",
+    "wildlife_mnist": "cgn_wildlife_MNIST.pth",
+}
+# PAPER.md §1.5: (train, de-correlated test) accuracy in percent.
+PAPER = {
+    "original": {"colored_mnist": (99.5, 35.9), "double_colored_mnist": (100, 10.3), "wildlife_mnist": (100, 10.1)},
+    "irm": {"colored_mnist": (99.6, 59.8), "double_colored_mnist": (100, 67.7), "wildlife_mnist": (100, 11.3)},
+    "original_gan": {"colored_mnist": (99.8, 40.7), "double_colored_mnist": (100, 10.8), "wildlife_mnist": (100, 10.4)},
+    "original_cgn": {
+        "colored_mnist": (99.7, 95.1),
+        "double_colored_mnist": (97.4, 89.0),
+        "wildlife_mnist": (99.2, 85.7),
+    },
+}
+METHOD_NAMES = {
+    "original": "Original",
+    "original_gan": "Original + GAN",
+    "irm": "IRM",
+    "cgn": "CGN only",
+    "original_cgn": "Original + CGN",
+    "authors_cgn": "authors' CGN only",
+    "original_authors_cgn": "Original + authors' CGN",
+}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How much of everything one table costs."""
+
+    cgn_config_dir: str = "configs/fast"
+    cgn_overrides: tuple[str, ...] = ()  # applied to the CGN and the GAN configs
+    num_counterfactuals: int = 100_000
+    per_mask: int = 10
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    counterfactual_epochs: int | None = None  # classifier epochs on counterfactual-only data
+    real_limit: int | None = None  # use the first N real training images only
+    methods: tuple[str, ...] = METHODS
+
+
+FULL = Schedule()
+QUICK = Schedule(
+    cgn_overrides=("train.steps=2000", "train.sample_every=1000", "train.checkpoint_every=500"),
+    num_counterfactuals=20_000,
+    classifier=ClassifierConfig(epochs=2, precision="bf16"),
+    real_limit=10_000,
+    methods=("original", "cgn", "original_cgn", "authors_cgn"),
+)
+
+
+class Subset:
+    """The first ``n`` samples of a source."""
+
+    def __init__(self, source, n: int) -> None:
+        self.source, self.n = source, min(n, len(source))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        self.source.set_epoch(epoch)
+
+    def batch(self, index):
+        return self.source.batch(index)
+
+
+def original_checkpoint(dataset: str, root: Path | None = None) -> Path | None:
+    """The authors' released CGN for ``dataset``: in ``<data root>/original_mnist_checkpoints``
+    or ``$CGN_DATA_MIRROR/original_mnist_checkpoints``; None when neither has it."""
+    for base in (data_root(root), mirror_root()):
+        if base is not None and (base / "original_mnist_checkpoints" / ORIGINAL_FILES[dataset]).is_file():
+            return base / "original_mnist_checkpoints" / ORIGINAL_FILES[dataset]
+    return None
+
+
+class Reproduction:
+    """One table: its run folder, schedule, and the units it runs or reuses."""
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        schedule: Schedule,
+        *,
+        datasets: Sequence[str] = DATASETS,
+        seeds: Sequence[int] = (0, 1, 2),
+        data_dir: str | os.PathLike | None = None,
+        sheets_dir: str | os.PathLike | None = None,
+        progress: bool = True,
+    ) -> None:
+        unknown = [d for d in datasets if d not in DATASETS]
+        if unknown:
+            raise ConfigError(f"unknown dataset(s) {unknown}; choose from {', '.join(DATASETS)}")
+        bad = [m for m in schedule.methods if m not in METHODS]
+        if bad:
+            raise ConfigError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+        self.run_dir = Path(run_dir)
+        self.schedule = schedule
+        self.datasets, self.seeds = list(datasets), [int(s) for s in seeds]
+        self.data_dir = data_dir
+        self.sheets_dir = Path(sheets_dir) if sheets_dir is not None else None
+        self.progress = progress
+
+    # -- units ----------------------------------------------------------------------------------
+    def _timed(self, marker: Path, work) -> float:
+        """Run ``work`` unless ``marker`` records it as done; returns the seconds it took (ever)."""
+        if marker.exists():
+            return json.loads(marker.read_text())["seconds"]
+        start = time.perf_counter()
+        work()
+        seconds = time.perf_counter() - start
+        write_text(marker, json.dumps({"seconds": round(seconds, 2)}) + "\n")
+        return seconds
+
+    def generator_config(self, dataset: str, seed: int, kind: str) -> CGNConfig:
+        path = Path(self.schedule.cgn_config_dir) / f"{dataset}.toml"
+        if not path.is_file():
+            raise ConfigError(
+                f"CGN config {path} not found; run from the repository root or set the schedule's config dir"
+            )
+        overrides = [*self.schedule.cgn_overrides, f"train.seed={seed}", f"train.dataset={dataset}"]
+        if kind == "gan":
+            overrides.append("model.generator=cgan")
+        return load_config(path, overrides)
+
+    def train_generator(self, dataset: str, seed: int, kind: str) -> Path:
+        from cgn.trainer import train_cgn
+
+        folder = self.run_dir / dataset / f"seed{seed}" / kind
+        config = self.generator_config(dataset, seed, kind)
+        self._timed(
+            folder / "unit.json",
+            lambda: train_cgn(config, folder, resume=True, data_root=self.data_dir, progress=self.progress),
+        )
+        return folder / "cgn.safetensors"
+
+    def authors_generator(self, dataset: str, seed: int) -> Path | None:
+        from cgn.original import save_imported
+
+        source = original_checkpoint(dataset, self.data_dir)
+        if source is None:
+            return None
+        out = self.run_dir / dataset / "authors_cgn.safetensors"
+        if not out.exists():
+            save_imported(source, dataset, out)
+        return out
+
+    def counterfactuals(self, dataset: str, seed: int, kind: str) -> CounterfactualDataset | None:
+        if kind == "authors":
+            checkpoint = self.authors_generator(dataset, seed)
+            if checkpoint is None:
+                return None
+        else:
+            checkpoint = self.train_generator(dataset, seed, kind)
+        folder = self.run_dir / dataset / f"seed{seed}" / f"counterfactuals_{kind}"
+        spec = GenerationSpec(num=self.schedule.num_counterfactuals, per_mask=self.schedule.per_mask, seed=seed)
+        self._timed(
+            folder / "unit.json",
+            lambda: generate_counterfactuals(checkpoint, folder, spec, progress=self.progress),
+        )
+        data = CounterfactualDataset(folder)
+        sheet = self.sheets_dir / f"{dataset}_{kind}_counterfactuals.png" if self.sheets_dir else None
+        if sheet is not None and seed == self.seeds[0] and not sheet.exists():
+            save_image(counterfactual_sheet(data), sheet)
+        return data
+
+    def real(self, dataset: str):
+        source = build_dataset(dataset, "train", DATA_SEED, self.data_dir)
+        return Subset(source, self.schedule.real_limit) if self.schedule.real_limit else source
+
+    def classify(self, dataset: str, seed: int, method: str) -> dict | None:
+        """Train and evaluate one row's classifier; its JSON is the unit's marker."""
+        path = self.run_dir / dataset / f"seed{seed}" / "classifiers" / f"{method}.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        s = self.schedule
+        config = replace(s.classifier, seed=seed)
+        environments = None
+        kind = {"original_gan": "gan", "cgn": "cgn", "original_cgn": "cgn"}.get(method)
+        kind = "authors" if "authors" in method else kind
+        counterfactual = self.counterfactuals(dataset, seed, kind) if kind else None
+        if kind and counterfactual is None:
+            log.warning(
+                "skipping %s on %s: the authors' checkpoint %s is not available",
+                method,
+                dataset,
+                ORIGINAL_FILES[dataset],
+            )
+            return None
+        if method in ("original", "irm"):
+            source = self.real(dataset)
+        elif method in ("cgn", "authors_cgn"):
+            source = counterfactual
+            config = replace(config, epochs=s.counterfactual_epochs or config.epochs)
+        else:
+            source = MixedSource([self.real(dataset), counterfactual])
+        if method == "irm":
+            config = replace(config, objective="irm")
+            environments = colour_typicality_environments(source)
+        eval_sets = {
+            split: build_dataset(dataset, split, DATA_SEED, self.data_dir) for split in ("test", "test_official")
+        }
+        _, result = train_classifier(
+            source,
+            eval_sets,
+            config,
+            environments=environments,
+            progress=self.progress,
+            description=f"{method} {dataset} seed{seed}",
+        )
+        record = {
+            "method": method,
+            "dataset": dataset,
+            "seed": seed,
+            "train_acc": result.train_acc,
+            "test_acc": result.eval_acc["test"],
+            "test_official_acc": result.eval_acc["test_official"],
+            "train_size": len(source),
+            "seconds": result.seconds,
+            "images_per_s": result.images_per_s,
+            "classifier": result.config,
+        }
+        write_text(path, json.dumps(record, indent=2) + "\n")
+        return record
+
+    # -- the table ------------------------------------------------------------------------------
+    def run(self, out: str | os.PathLike, *, command: str, quick: bool) -> dict:
+        """Run (or resume) every unit, rewriting the table after each classifier."""
+        start = time.perf_counter()
+        table = {}
+        for seed in self.seeds:
+            for dataset in self.datasets:
+                for method in self.schedule.methods:
+                    if method.endswith("authors_cgn") and dataset == "colored_mnist":
+                        continue  # their colored-MNIST CGN learned another palette (README)
+                    self.classify(dataset, seed, method)
+                    table = self.write(out, command=command, quick=quick, session_seconds=time.perf_counter() - start)
+        return table
+
+    def collect(self) -> tuple[dict, float]:
+        """Mean and std over seeds per dataset and method; total seconds of all finished units."""
+        datasets: dict[str, dict] = {}
+        seconds = 0.0
+        for dataset in self.datasets:
+            for method in self.schedule.methods:
+                records = []
+                for seed in self.seeds:
+                    path = self.run_dir / dataset / f"seed{seed}" / "classifiers" / f"{method}.json"
+                    if path.exists():
+                        records.append(json.loads(path.read_text()))
+                if not records:
+                    continue
+                entry = {"seeds": [r["seed"] for r in records]}
+                for key in ("train_acc", "test_acc", "test_official_acc"):
+                    values = [r[key] for r in records]
+                    entry[key] = {
+                        "mean": round(statistics.fmean(values), 2),
+                        "std": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0,
+                    }
+                datasets.setdefault(dataset, {})[method] = entry
+            for unit in (self.run_dir / dataset).glob("seed*/**/unit.json"):
+                seconds += json.loads(unit.read_text())["seconds"]
+            for record in (self.run_dir / dataset).glob("seed*/classifiers/*.json"):
+                seconds += json.loads(record.read_text())["seconds"]
+        return datasets, seconds
+
+    def write(self, out: str | os.PathLike, *, command: str, quick: bool, session_seconds: float) -> dict:
+        datasets, seconds = self.collect()
+        env = describe()
+        table = {
+            "seeds": self.seeds,
+            "command": command,
+            "quick": quick,
+            "wall_time_s": round(seconds, 1),
+            "wall_time_note": "sum of the wall times of all finished units (CGN/GAN training, generation, "
+            "classifiers), so interrupted and resumed runs count their work once",
+            "machine": env["machine"],
+            "versions": env["versions"],
+            "git_commit": env["git_commit"],
+            "schedule": _schedule_dict(self.schedule),
+            "datasets": datasets,
+        }
+        out = Path(out)
+        write_text(out, json.dumps(table, indent=2) + "\n")
+        write_text(out.with_suffix(".md"), markdown(table))
+        return table
+
+
+def _schedule_dict(schedule: Schedule) -> dict:
+    data = asdict(schedule)
+    data["cgn_overrides"] = list(schedule.cgn_overrides)
+    data["methods"] = list(schedule.methods)
+    return data
+
+
+def _cell(entry: dict | None) -> str:
+    if entry is None:
+        return "–"
+    test, official = entry["test_acc"], entry["test_official_acc"]
+    spread = f" ± {test['std']:.1f}" if len(entry["seeds"]) > 1 else ""
+    return f"{entry['train_acc']['mean']:.1f} / **{test['mean']:.1f}**{spread} ({official['mean']:.1f})"
+
+
+def markdown(table: dict) -> str:
+    """The table with the paper's numbers beside ours."""
+    datasets = [d for d in DATASETS if d in table["datasets"]]
+    lines = [
+        f"# Table 2 (MNIST){' — quick schedule' if table['quick'] else ''}",
+        "",
+        "Accuracy in %: train / **de-correlated test** ± std over seeds (test_official). "
+        f"Seeds {table['seeds']}; {table['wall_time_s'] / 60:.1f} min of compute on {table['machine']}.",
+        "",
+        f"Command: `{table['command']}`",
+        "",
+        "| method | " + " | ".join(f"{d} (ours) | {d} (paper)" for d in datasets) + " |",
+        "|---|" + "---|---|" * len(datasets),
+    ]
+    for method in METHODS:
+        if not any(method in table["datasets"][d] for d in datasets):
+            continue
+        cells = []
+        for d in datasets:
+            cells.append(_cell(table["datasets"][d].get(method)))
+            paper = PAPER.get(method, {}).get(d)
+            cells.append(f"{paper[0]} / {paper[1]}" if paper else "–")
+        lines.append(f"| {METHOD_NAMES[method]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def counterfactual_sheet(dataset: CounterfactualDataset, rows: int = 10, columns: int = 10) -> Image.Image:
+    """The dataset's first images, ``columns`` per row: a row per mask when generated with
+    ``per_mask == columns`` (one shape, its counterfactual textures and backgrounds)."""
+    images = [dataset.batch(torch.arange(r * columns, (r + 1) * columns))["image"] for r in range(rows)]
+    titles = [f"shape {int(dataset.labels[r * columns])}" for r in range(rows)]
+    return image_sheet(images, row_titles=titles)
