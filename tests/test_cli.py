@@ -35,3 +35,37 @@ def test_import_original(tmp_path, capsys):
         main(["import-original", str(tmp_path / "missing.pth"), "--dataset", "wildlife_mnist", "--out", str(out)]) == 2
     )
     assert capsys.readouterr().err.startswith("error:")
+
+
+def test_generate_and_train_classifier(tmp_path, data_root, capsys):
+    assert (
+        main(
+            [
+                "train-cgn",
+                "--config",
+                str(REPO / "configs" / "debug.toml"),
+                "train.steps=2",
+                "--out-dir",
+                str(tmp_path),
+                "--data-dir",
+                str(data_root),
+            ]
+        )
+        == 0
+    )
+    checkpoint = tmp_path / "debug_seed0" / "cgn.safetensors"
+    out = tmp_path / "cf"
+    assert (
+        main(["generate", str(checkpoint), "--num", "120", "--per-mask", "4", "--out", str(out), "--device", "cpu"])
+        == 0
+    )
+    assert "n=120" in capsys.readouterr().out and (out / "manifest.json").exists()
+    args = ["train-classifier", "--dataset", "double_colored_mnist", "--data", "mixed", "--epochs", "1", "--limit", "100"]
+    assert main([*args, "--data-dir", str(data_root), "--out", str(tmp_path / "clf.json")]) == 2  # no --counterfactuals
+    assert "--counterfactuals" in capsys.readouterr().err
+    assert (
+        main([*args, "--counterfactuals", str(out), "--data-dir", str(data_root), "--out", str(tmp_path / "clf.json")])
+        == 0
+    )
+    assert "test_official" in capsys.readouterr().out and (tmp_path / "clf.json").exists()
+    assert main(["generate", str(tmp_path / "missing.safetensors"), "--out", str(out)]) == 2

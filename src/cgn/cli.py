@@ -124,10 +124,12 @@ def _train_classifier(args: argparse.Namespace) -> None:
     from cgn.data import build_dataset
     from cgn.environment import describe
     from cgn.files import write_text
+    from cgn.reproduce import Subset
 
     sources = []
     if args.data in ("real", "mixed"):
-        sources.append(build_dataset(args.dataset, "train", args.data_seed, args.data_dir))
+        real = build_dataset(args.dataset, "train", args.data_seed, args.data_dir)
+        sources.append(Subset(real, args.limit) if args.limit else real)
     if args.data in ("counterfactual", "mixed"):
         if args.counterfactuals is None:
             raise ConfigError(f"--data {args.data} needs --counterfactuals DIR (made by `cgn generate`)")
@@ -249,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     clf.add_argument("--counterfactuals", type=Path, help="a folder written by `cgn generate`")
     clf.add_argument("--objective", choices=["erm", "irm"], default="erm")
     clf.add_argument("--epochs", type=int, default=10)
+    clf.add_argument("--limit", type=int, help="use the first N real training images only")
     clf.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     clf.add_argument("--seed", type=int, default=0)
     clf.add_argument("--data-seed", type=int, default=0, help="seed of the biased dataset's jitter and test splits")

@@ -130,15 +130,17 @@ def generate_counterfactuals(
             return out_dir
         raise ConfigError(f"{out_dir} holds another counterfactual dataset; choose a new --out or delete it")
     counts = [min(spec.shard_size, spec.num - start) for start in range(0, spec.num, spec.shard_size)]
-    stamp = {"seed": str(spec.seed), "parent_sha256": str(parent_sha), "spec": json.dumps(spec.__dict__)}
+    stamp = {"seed": spec.seed, "parent_sha256": parent_sha, "spec": spec.__dict__}
     shards = []
     bar = tqdm(total=spec.num, desc=f"generate {config.train.dataset}", unit="img", disable=not progress)
     for index, count in enumerate(counts):
         path = out_dir / f"shard_{index:05d}.safetensors"
-        if not _shard_matches(path, {**stamp, "index": str(index), "count": str(count)}):
+        # One metadata entry of canonical JSON: safetensors orders several entries arbitrarily.
+        metadata = {"cgn_shard": json.dumps({**stamp, "index": index, "count": count}, sort_keys=True)}
+        if not _shard_matches(path, metadata):
             tensors = generate_shard(model, spec, index, count)
             with atomic_path(path) as tmp:
-                save_file(tensors, str(tmp), metadata={**stamp, "index": str(index), "count": str(count)})
+                save_file(tensors, str(tmp), metadata=metadata)
         shards.append({"file": path.name, "count": count, "sha256": sha256_file(path)})
         bar.update(count)
     bar.close()
@@ -164,12 +166,12 @@ def generate_counterfactuals(
     return out_dir
 
 
-def _shard_matches(path: Path, stamp: dict[str, str]) -> bool:
+def _shard_matches(path: Path, metadata: dict[str, str]) -> bool:
     if not path.is_file():
         return False
     try:
         with safe_open(str(path), framework="pt") as f:
-            return f.metadata() == stamp
+            return f.metadata() == metadata
     except (SafetensorError, OSError):
         return False
 

@@ -1,0 +1,96 @@
+"""The paper's classifier, its training loop, mixed sources and IRM."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cgn.classifier import (
+    ClassifierConfig,
+    MixedSource,
+    MNISTClassifier,
+    accuracy,
+    colour_typicality_environments,
+    irm_penalty,
+    train_classifier,
+)
+from cgn.data import build_dataset
+from cgn.errors import ConfigError
+from cgn.reproduce import Subset
+
+
+def test_the_paper_cnn_maps_images_to_log_probabilities():
+    model = MNISTClassifier()
+    out = model(torch.randn(4, 3, 32, 32))
+    assert out.shape == (4, 10) and torch.allclose(out.exp().sum(1), torch.ones(4), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def colored(data_root):
+    return {split: build_dataset("colored_mnist", split, 0, data_root) for split in ("train", "test")}
+
+
+def test_training_learns_the_colour_shortcut_and_fails_the_decorrelated_test(colored):
+    train = Subset(colored["train"], 1024)
+    config = ClassifierConfig(epochs=3, batch_size=32)
+    model, result = train_classifier(train, {"test": Subset(colored["test"], 1000)}, config, progress=False)
+    # The fake digits carry no shape information, so colour is all there is to learn: the
+    # train split is learned and the de-correlated test split stays near chance.
+    assert result.train_acc > 60  # chance is 10
+    assert result.eval_acc["test"] < 30
+    assert result.images_per_s > 0 and result.config["epochs"] == 3
+    assert accuracy(model, train) == pytest.approx(result.train_acc)
+
+
+def test_training_is_seeded(colored):
+    train = Subset(colored["train"], 256)
+    runs = [train_classifier(train, {}, ClassifierConfig(epochs=1, seed=5), progress=False)[0] for _ in range(2)]
+    a, b = (r.state_dict() for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_mixed_source_routes_indices(colored):
+    first, second = Subset(colored["train"], 10), Subset(colored["test"], 20)
+    mixed = MixedSource([first, second])
+    assert len(mixed) == 30
+    batch = mixed.batch([12, 3, 29])
+    assert torch.equal(batch["image"][0], second.batch([2])["image"][0])
+    assert torch.equal(batch["image"][1], first.batch([3])["image"][0])
+    assert torch.equal(
+        batch["label"],
+        torch.stack([second.batch([2])["label"][0], first.batch([3])["label"][0], second.batch([19])["label"][0]]),
+    )
+
+
+def test_irm_environments_split_every_class_in_half(colored):
+    train = Subset(colored["train"], 2000)
+    env = colour_typicality_environments(train)
+    labels = colored["train"].labels[:2000]
+    for c in range(10):
+        share = float(env[labels == c].float().mean())
+        assert 0.4 < share <= 0.5
+
+
+def test_irm_penalty_and_objective():
+    labels = torch.tensor([0, 1, 1, 0])
+    perfect = torch.log_softmax(torch.tensor([[9.0, -9], [-9, 9], [-9, 9], [9, -9]]), 1)
+    assert float(irm_penalty(torch.nn.functional.pad(perfect, (0, 8), value=-30), labels).detach()) < 1e-6
+    unsure = torch.zeros(4, 10, requires_grad=True)
+    assert float(irm_penalty(unsure, labels)) == 0.0  # uniform logits: scaling changes nothing
+    confident_wrong = torch.log_softmax(torch.tensor([[-3.0, 3], [3, -3], [3, -3], [-3, 3]]), 1)
+    assert float(irm_penalty(torch.nn.functional.pad(confident_wrong, (0, 8), value=-30), labels)) > 1
+
+
+def test_irm_training_runs_and_needs_environments(colored):
+    train = Subset(colored["train"], 256)
+    config = ClassifierConfig(epochs=2, objective="irm", irm_anneal_epochs=1)
+    with pytest.raises(ConfigError, match="environment"):
+        train_classifier(train, {}, config, progress=False)
+    _, result = train_classifier(train, {}, config, environments=colour_typicality_environments(train), progress=False)
+    assert 0 <= result.train_acc <= 100
+
+
+def test_bad_classifier_configs():
+    for bad in ({"objective": "dro"}, {"epochs": 0}, {"precision": "fp8"}):
+        with pytest.raises(ConfigError):
+            ClassifierConfig(**bad).validate()

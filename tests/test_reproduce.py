@@ -1,0 +1,117 @@
+"""The table-2 reproduction: units, resumability, the JSON schema and the markdown table."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from cgn.checkpoint import load_cgn
+from cgn.classifier import ClassifierConfig
+from cgn.cli import main
+from cgn.config import load_config
+from cgn.model import CGN, ConditionalGAN, matched_width, parameter_count
+from cgn.reproduce import METHODS, PAPER, Reproduction, Schedule, markdown
+from cgn.trainer import train_cgn
+from tests.conftest import REPO
+
+
+def test_the_gan_baseline_has_the_cgn_budget_and_trains(tmp_path, data_root):
+    config = load_config(REPO / "configs" / "debug.toml", ["model.generator=cgan", "train.steps=2"])
+    cgn, gan = parameter_count(CGN(config.model)), parameter_count(ConditionalGAN(config.model))
+    assert 1.0 <= gan / cgn < 1.15 and matched_width(config.model) % 4 == 0
+    result = train_cgn(config, tmp_path / "gan", data_root=data_root, progress=False)
+    model, loaded, _ = load_cgn(result.checkpoint)
+    assert isinstance(model, ConditionalGAN) and loaded.model.generator == "cgan"
+    assert "mask" not in json.loads((tmp_path / "gan" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert model(torch.arange(3), generator=torch.Generator().manual_seed(0)).image.shape == (3, 3, 32, 32)
+
+
+@pytest.fixture
+def tiny_schedule(tmp_path):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    shutil.copy(REPO / "configs" / "debug.toml", configs / "double_colored_mnist.toml")
+    return Schedule(
+        cgn_config_dir=str(configs),
+        cgn_overrides=("train.steps=4", "train.checkpoint_every=2", "train.sample_every=2"),
+        num_counterfactuals=300,
+        per_mask=10,
+        classifier=ClassifierConfig(epochs=1, batch_size=32),
+        real_limit=200,
+        methods=METHODS,
+    )
+
+
+def test_a_tiny_reproduction_runs_every_method_and_resumes(tmp_path, data_root, tiny_schedule):
+    out = tmp_path / "results" / "table2.json"
+    reproduction = Reproduction(
+        tmp_path / "runs",
+        tiny_schedule,
+        datasets=["double_colored_mnist"],
+        seeds=[0, 1],
+        data_dir=data_root,
+        sheets_dir=tmp_path / "results" / "sheets",
+        progress=False,
+    )
+    table = reproduction.run(out, command="cgn reproduce table2 (test)", quick=False)
+    saved = json.loads(out.read_text())
+    assert saved["seeds"] == [0, 1] and saved["quick"] is False and saved["wall_time_s"] > 0
+    assert saved["command"] == "cgn reproduce table2 (test)" and saved["machine"]
+    rows = saved["datasets"]["double_colored_mnist"]
+    expected = (
+        set(METHODS)
+        if (reproduction.authors_generator("double_colored_mnist", 0))
+        else set(METHODS)
+        - {
+            "authors_cgn",
+            "original_authors_cgn",
+        }
+    )
+    assert set(rows) == expected
+    for entry in rows.values():
+        assert entry["seeds"] == [0, 1]
+        for key in ("train_acc", "test_acc", "test_official_acc"):
+            assert 0 <= entry[key]["mean"] <= 100 and entry[key]["std"] >= 0
+    assert (tmp_path / "results" / "sheets" / "double_colored_mnist_cgn_counterfactuals.png").exists()
+    assert out.with_suffix(".md").read_text() == markdown(table)
+    # A rerun recomputes nothing: every unit's record stays as it was.
+    records = sorted((tmp_path / "runs").glob("**/classifiers/*.json"))
+    before = {p: p.stat().st_mtime_ns for p in records}
+    Reproduction(
+        tmp_path / "runs",
+        tiny_schedule,
+        datasets=["double_colored_mnist"],
+        seeds=[0, 1],
+        data_dir=data_root,
+        progress=False,
+    ).run(out, command="again", quick=False)
+    assert {p: p.stat().st_mtime_ns for p in records} == before
+
+
+def test_markdown_puts_the_paper_beside_ours():
+    entry = {
+        "seeds": [0, 1, 2],
+        "train_acc": {"mean": 99.0, "std": 0.1},
+        "test_acc": {"mean": 96.5, "std": 0.4},
+        "test_official_acc": {"mean": 96.0, "std": 0.5},
+    }
+    table = {
+        "seeds": [0, 1, 2],
+        "quick": False,
+        "wall_time_s": 600.0,
+        "machine": "test machine",
+        "command": "cgn reproduce table2",
+        "datasets": {"colored_mnist": {"original_cgn": entry}},
+    }
+    text = markdown(table)
+    paper = PAPER["original_cgn"]["colored_mnist"]
+    assert f"| Original + CGN | 99.0 / **96.5** ± 0.4 (96.0) | {paper[0]} / {paper[1]} |" in text
+    assert "Original |" not in text  # rows without results are left out
+
+
+def test_reproduce_rejects_unknown_datasets(capsys):
+    assert main(["reproduce", "table2", "--datasets", "fashion_mnist", "--quick"]) == 2
+    assert "unknown dataset" in capsys.readouterr().err
