@@ -60,7 +60,17 @@ def test_generate_and_train_classifier(tmp_path, data_root, capsys):
         == 0
     )
     assert "n=120" in capsys.readouterr().out and (out / "manifest.json").exists()
-    args = ["train-classifier", "--dataset", "double_colored_mnist", "--data", "mixed", "--epochs", "1", "--limit", "100"]
+    args = [
+        "train-classifier",
+        "--dataset",
+        "double_colored_mnist",
+        "--data",
+        "mixed",
+        "--epochs",
+        "1",
+        "--limit",
+        "100",
+    ]
     assert main([*args, "--data-dir", str(data_root), "--out", str(tmp_path / "clf.json")]) == 2  # no --counterfactuals
     assert "--counterfactuals" in capsys.readouterr().err
     assert (

@@ -156,7 +156,7 @@ def accuracy(model: nn.Module, source, batch_size: int = 1000, precision: str = 
     for start in range(0, len(source), batch_size):
         part = source.batch(torch.arange(start, min(start + batch_size, len(source))))
         with _autocast(precision, device):
-            prediction = model(part["image"].to(device)).argmax(1)
+            prediction = model(part["image"].to(device, memory_format=torch.channels_last)).argmax(1)
         correct += int((prediction.cpu() == part["label"]).sum())
     return 100.0 * correct / len(source)
 
@@ -198,7 +198,7 @@ def train_classifier(
         raise ConfigError("IRM needs one environment index per training sample")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(config.seed, "classifier_init"))
-        model = MNISTClassifier().to(device)
+        model = MNISTClassifier().to(device, memory_format=torch.channels_last)  # faster convs on CPU
     optimizer = torch.optim.Adadelta(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=config.lr_gamma)
     steps_per_epoch = math.ceil(len(source) / config.batch_size)
@@ -213,7 +213,8 @@ def train_classifier(
         for step in range(steps_per_epoch):
             index = order[step * config.batch_size : (step + 1) * config.batch_size]
             part = source.batch(index)
-            x, y = part["image"].to(device), part["label"].to(device)
+            x = part["image"].to(device, memory_format=torch.channels_last)
+            y = part["label"].to(device)
             with _autocast(config.precision, device):
                 log_probs = model(x).float()
             loss = F.nll_loss(log_probs, y)

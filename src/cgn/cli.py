@@ -113,7 +113,9 @@ def _generate(args: argparse.Namespace) -> None:
     from cgn.counterfactuals import CounterfactualDataset, GenerationSpec, generate_counterfactuals
     from cgn.trainer import pick_device
 
-    spec = GenerationSpec(num=args.num, per_mask=args.per_mask, seed=args.seed, shard_size=args.shard_size)
+    spec = GenerationSpec(
+        num=args.num, per_mask=args.per_mask, seed=args.seed, shard_size=args.shard_size, precision=args.precision
+    )
     out = generate_counterfactuals(args.checkpoint, args.out, spec, device=pick_device(args.device))
     print(f"wrote {CounterfactualDataset(out)!r}")
 
@@ -242,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--per-mask", type=int, default=10, help="counterfactuals per generated mask")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--shard-size", type=int, default=10_000, help="images per shard file")
+    gen.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16 autocast: about 2× faster")
     gen.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     gen.set_defaults(func=_generate)
 

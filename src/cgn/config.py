@@ -33,6 +33,11 @@ class ModelConfig:
     discriminator: str = "linear"  # "linear" or "conv"
     init_type: str = "orthogonal"  # "orthogonal" or "normal"
     init_gain: float = 0.1
+    # Ours (0 = the paper): the mask is clamp(InstanceNorm(x) − offset). The instance-normalised
+    # map has mean 0 and variance 1, so a binary mask covering a share p of the image has its
+    # "on" value at sqrt((1 − p) / p): with offset 0.5 only masks up to 31 % coverage can be
+    # binary, and at initialisation the mask covers about 31 % instead of 50 %.
+    mask_offset: float = 0.0
 
     def validate(self) -> None:
         _check(

@@ -51,10 +51,13 @@ class GenerationSpec:
     seed: int = 0
     shard_size: int = 10_000
     masks_per_chunk: int = 100
+    precision: str = "fp32"  # or "bf16" autocast: about 2× faster on a CPU with bf16 units
 
     def validate(self) -> GenerationSpec:
         if self.num <= 0 or self.per_mask <= 0 or self.shard_size <= 0 or self.masks_per_chunk <= 0:
             raise ConfigError("--num, --per-mask, shard size and chunk size must be positive")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"generation precision must be 'fp32' or 'bf16', not {self.precision!r}")
         return self
 
 
@@ -99,9 +102,11 @@ def generate_shard(model, spec: GenerationSpec, index: int, count: int) -> dict[
     per_mask = 1 if model.config.generator == "cgan" else spec.per_mask
     parts = []
     remaining = count
+    autocast = torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=spec.precision == "bf16")
     while remaining > 0:
         masks = min(spec.masks_per_chunk, math.ceil(remaining / per_mask))
-        chunk = generate_chunk(model, masks, per_mask, generator)
+        with autocast:
+            chunk = generate_chunk(model, masks, per_mask, generator)
         parts.append({k: v[:remaining] for k, v in chunk.items()})
         remaining -= len(parts[-1]["images"])
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}

@@ -48,9 +48,10 @@ class UpBlock(nn.Sequential):
 class ShapeMechanism(nn.Module):
     """f_shape(u, y_s) → mask (B, 1, H, W) in [1e-4, 0.9999]."""
 
-    def __init__(self, in_dim: int, ngf: int = 32, image_size: int = 32) -> None:
+    def __init__(self, in_dim: int, ngf: int = 32, image_size: int = 32, offset: float = 0.0) -> None:
         super().__init__()
         self.start = image_size // 4
+        self.offset = offset  # ours (0 = the paper): subtracted before the clamp, see ModelConfig
         self.fc = nn.Linear(in_dim, 2 * ngf * self.start**2)
         self.norm0 = nn.InstanceNorm2d(2 * ngf)
         self.up1 = UpBlock(2 * ngf, ngf)
@@ -62,7 +63,7 @@ class ShapeMechanism(nn.Module):
         x = self.fc(z).view(len(z), -1, self.start, self.start)  # (B, 64, 8, 8)
         x = self.norm1(self.up1(self.norm0(x)))  # (B, 32, 16, 16)
         x = self.norm2(self.up2(x))  # (B, 1, 32, 32)
-        return x.float().clamp(MASK_MIN, MASK_MAX)  # float32: 0.9999 rounds to 1 in bf16
+        return (x.float() - self.offset).clamp(MASK_MIN, MASK_MAX)  # float32: 0.9999 rounds to 1 in bf16
 
 
 class TextureMechanism(nn.Module):

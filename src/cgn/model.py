@@ -40,7 +40,7 @@ class CGN(nn.Module):
         self.config = config
         in_dim = config.latent_dim + config.num_classes
         self.label_embedding = nn.Embedding(config.num_classes, config.num_classes)
-        self.shape = ShapeMechanism(in_dim, config.ngf, config.image_size)
+        self.shape = ShapeMechanism(in_dim, config.ngf, config.image_size, config.mask_offset)
         self.texture = TextureMechanism(in_dim, config.ngf, config.image_size)
         self.background = BackgroundMechanism(in_dim, config.ngf, config.image_size)
         self.shuffler = Shuffler()
