@@ -88,6 +88,7 @@ class Schedule:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     counterfactual_epochs: int | None = None  # classifier epochs on counterfactual-only data
     real_limit: int | None = None  # use the first N real training images only
+    test_limit: int | None = None  # evaluate on the first N images of each test split (smoke runs)
     methods: tuple[str, ...] = METHODS
 
 
@@ -95,7 +96,7 @@ class Schedule:
 # table 2"); the library's default ClassifierConfig stays fp32 as in the paper.
 FULL = Schedule(classifier=ClassifierConfig(precision="bf16"))
 QUICK = Schedule(
-    cgn_overrides=("train.steps=2000", "train.sample_every=1000", "train.checkpoint_every=500"),
+    cgn_overrides=("train.steps=1600", "train.sample_every=800", "train.checkpoint_every=400"),
     num_counterfactuals=20_000,
     generation_precision="bf16",
     classifier=ClassifierConfig(epochs=2, precision="bf16"),
@@ -227,7 +228,10 @@ class Reproduction:
         """The frozen de-correlated test splits, built once per dataset."""
         if dataset not in self._tests:
             splits = ("test", "test_official")
-            self._tests = {dataset: {s: build_dataset(dataset, s, DATA_SEED, self.data_dir) for s in splits}}
+            tests = {s: build_dataset(dataset, s, DATA_SEED, self.data_dir) for s in splits}
+            if self.schedule.test_limit:
+                tests = {s: Subset(data, self.schedule.test_limit) for s, data in tests.items()}
+            self._tests = {dataset: tests}
         return self._tests[dataset]
 
     def real(self, dataset: str):
@@ -340,6 +344,7 @@ class Reproduction:
             "wall_time_s": round(seconds, 1),
             "wall_time_note": "sum of the wall times of all finished units (CGN/GAN training, generation, "
             "classifiers), so interrupted and resumed runs count their work once",
+            "this_invocation_s": round(session_seconds, 1),
             "machine": env["machine"],
             "versions": env["versions"],
             "git_commit": env["git_commit"],
