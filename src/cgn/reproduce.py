@@ -171,10 +171,11 @@ class Reproduction:
 
     def generator_config(self, dataset: str, seed: int, kind: str) -> CGNConfig:
         path = Path(self.schedule.cgn_config_dir) / f"{dataset}.toml"
+        checkout = Path(__file__).resolve().parents[2]  # the repository, for an editable install
+        if not path.is_file() and not path.is_absolute() and (checkout / path).is_file():
+            path = checkout / path
         if not path.is_file():
-            raise ConfigError(
-                f"CGN config {path} not found; run from the repository root or set the schedule's config dir"
-            )
+            raise ConfigError(f"CGN config {path} not found; run from the repository root (it holds configs/fast/)")
         overrides = [*self.schedule.cgn_overrides, f"train.seed={seed}", f"train.dataset={dataset}"]
         if kind == "gan":
             overrides.append("model.generator=cgan")
