@@ -64,7 +64,7 @@ def test_a_tiny_reproduction_runs_every_method_and_resumes(tmp_path, data_root, 
     rows = saved["datasets"]["double_colored_mnist"]
     expected = (
         set(METHODS)
-        if (reproduction.authors_generator("double_colored_mnist", 0))
+        if (reproduction.authors_generator("double_colored_mnist"))
         else set(METHODS)
         - {
             "authors_cgn",

@@ -192,7 +192,7 @@ class Reproduction:
         )
         return folder / "cgn.safetensors"
 
-    def authors_generator(self, dataset: str, seed: int) -> Path | None:
+    def authors_generator(self, dataset: str) -> Path | None:
         from cgn.original import save_imported
 
         source = original_checkpoint(dataset, self.data_dir)
@@ -205,7 +205,7 @@ class Reproduction:
 
     def counterfactuals(self, dataset: str, seed: int, kind: str) -> CounterfactualDataset | None:
         if kind == "authors":
-            checkpoint = self.authors_generator(dataset, seed)
+            checkpoint = self.authors_generator(dataset)
             if checkpoint is None:
                 return None
         else:
