@@ -78,7 +78,7 @@ def test_irm_penalty_and_objective():
     unsure = torch.zeros(4, 10, requires_grad=True)
     assert float(irm_penalty(unsure, labels).detach()) == 0.0  # uniform logits: scaling changes nothing
     confident_wrong = torch.log_softmax(torch.tensor([[-3.0, 3], [3, -3], [3, -3], [-3, 3]]), 1)
-    assert float(irm_penalty(torch.nn.functional.pad(confident_wrong, (0, 8), value=-30), labels)) > 1
+    assert float(irm_penalty(torch.nn.functional.pad(confident_wrong, (0, 8), value=-30), labels).detach()) > 1
 
 
 def test_irm_training_runs_and_needs_environments(colored):
