@@ -76,7 +76,8 @@ def test_a_tiny_reproduction_runs_every_method_and_resumes(tmp_path, data_root, 
         assert entry["seeds"] == [0]
         for key in ("train_acc", "test_acc", "test_official_acc"):
             assert 0 <= entry[key]["mean"] <= 100 and entry[key]["std"] >= 0
-    assert (tmp_path / "results" / "sheets" / "double_colored_mnist_cgn_counterfactuals.png").exists()
+    for kind in ("cgn", "gan"):
+        assert (tmp_path / "results" / "sheets" / f"double_colored_mnist_{kind}_counterfactuals.png").exists()
     assert out.with_suffix(".md").read_text() == markdown(table)
     # A rerun recomputes nothing: every unit's record stays as it was.
     records = sorted((tmp_path / "runs").glob("**/classifiers/*.json"))

@@ -400,8 +400,12 @@ def markdown(table: dict) -> str:
 
 
 def counterfactual_sheet(dataset: CounterfactualDataset, rows: int = 10, columns: int = 10) -> Image.Image:
-    """The dataset's first images, ``columns`` per row: a row per mask when generated with
-    ``per_mask == columns`` (one shape, its counterfactual textures and backgrounds)."""
-    images = [dataset.batch(torch.arange(r * columns, (r + 1) * columns))["image"] for r in range(rows)]
-    titles = [f"shape {int(dataset.labels[r * columns])}" for r in range(rows)]
-    return image_sheet(images, row_titles=titles)
+    """A row per mask (one shape, its ``columns`` counterfactual textures and backgrounds) when
+    generated with ``per_mask == columns``; otherwise (a GAN) a row of samples per class."""
+    if int(dataset.manifest["per_mask"]) == columns:
+        index = [torch.arange(r * columns, (r + 1) * columns) for r in range(rows)]
+        titles = [f"shape {int(dataset.labels[r * columns])}" for r in range(rows)]
+    else:
+        index = [(dataset.labels == c).nonzero().flatten()[:columns] for c in range(rows)]
+        titles = [f"class {c}" for c in range(rows)]
+    return image_sheet([dataset.batch(i)["image"] for i in index], row_titles=titles)
