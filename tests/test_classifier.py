@@ -9,6 +9,7 @@ from cgn.classifier import (
     ClassifierConfig,
     MixedSource,
     MNISTClassifier,
+    Subset,
     accuracy,
     colour_typicality_environments,
     irm_penalty,
@@ -16,7 +17,6 @@ from cgn.classifier import (
 )
 from cgn.data import build_dataset
 from cgn.errors import ConfigError
-from cgn.reproduce import Subset
 
 
 def test_the_paper_cnn_maps_images_to_log_probabilities():

@@ -117,6 +117,22 @@ class MixedSource:
         return {"image": images, "label": labels}
 
 
+class Subset:
+    """The first ``n`` samples of a source."""
+
+    def __init__(self, source, n: int) -> None:
+        self.source, self.n = source, min(n, len(source))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        self.source.set_epoch(epoch)
+
+    def batch(self, index):
+        return self.source.batch(index)
+
+
 @torch.no_grad()
 def colour_typicality_environments(source, batch_size: int = 5000) -> torch.Tensor:
     """IRM environments for perfectly correlated data: 0 = colour typical of the class, 1 = atypical.

@@ -121,12 +121,11 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _train_classifier(args: argparse.Namespace) -> None:
-    from cgn.classifier import ClassifierConfig, MixedSource, colour_typicality_environments, train_classifier
+    from cgn.classifier import ClassifierConfig, MixedSource, Subset, colour_typicality_environments, train_classifier
     from cgn.counterfactuals import CounterfactualDataset
     from cgn.data import build_dataset
     from cgn.environment import describe
     from cgn.files import write_text
-    from cgn.reproduce import Subset
 
     sources = []
     if args.data in ("real", "mixed"):

@@ -31,20 +31,11 @@ class CGNOutput:
     image: torch.Tensor  # (B, 3, H, W) in [-1, 1]
 
 
-class CGN(nn.Module):
-    """Shape, texture and background mechanisms with a shared label embedding."""
+class LabelConditioned(nn.Module):
+    """What the CGN and the cGAN baseline share: label checks, noise, the 42-d input."""
 
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        config.validate()
-        self.config = config
-        in_dim = config.latent_dim + config.num_classes
-        self.label_embedding = nn.Embedding(config.num_classes, config.num_classes)
-        self.shape = ShapeMechanism(in_dim, config.ngf, config.image_size, config.mask_offset)
-        self.texture = TextureMechanism(in_dim, config.ngf, config.image_size)
-        self.background = BackgroundMechanism(in_dim, config.ngf, config.image_size)
-        self.shuffler = Shuffler()
-        init_weights(self, config.init_type, config.init_gain)
+    config: ModelConfig
+    label_embedding: nn.Embedding
 
     @property
     def device(self) -> torch.device:
@@ -63,6 +54,25 @@ class CGN(nn.Module):
         """u ~ N(0, I) of shape (B, latent_dim), drawn on the generator's device."""
         device = generator.device if generator is not None else self.device
         return torch.randn(batch_size, self.config.latent_dim, generator=generator, device=device).to(self.device)
+
+    def _input(self, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return torch.cat([noise.to(self.device), self.label_embedding(labels)], dim=1)  # (B, latent + classes)
+
+
+class CGN(LabelConditioned):
+    """Shape, texture and background mechanisms with a shared label embedding."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        in_dim = config.latent_dim + config.num_classes
+        self.label_embedding = nn.Embedding(config.num_classes, config.num_classes)
+        self.shape = ShapeMechanism(in_dim, config.ngf, config.image_size, config.mask_offset)
+        self.texture = TextureMechanism(in_dim, config.ngf, config.image_size)
+        self.background = BackgroundMechanism(in_dim, config.ngf, config.image_size)
+        self.shuffler = Shuffler()
+        init_weights(self, config.init_type, config.init_gain)
 
     def forward(
         self,
@@ -103,9 +113,6 @@ class CGN(nn.Module):
     def make_background(self, noise: torch.Tensor, labels: torch.Tensor, generator=None) -> torch.Tensor:
         return self.shuffler(self.background(self._input(noise, labels)), generator)  # (B, 3, H, W)
 
-    def _input(self, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return torch.cat([noise.to(self.device), self.label_embedding(labels)], dim=1)  # (B, latent + classes)
-
 
 @dataclass
 class GANOutput:
@@ -115,7 +122,7 @@ class GANOutput:
     mask: None = None
 
 
-class ConditionalGAN(nn.Module):
+class ConditionalGAN(LabelConditioned):
     """The "Original + GAN" baseline: one conditional generator, no mechanism split.
 
     The paper never specified it (PAPER.md §4). Ours is the texture mechanism's architecture
@@ -132,11 +139,6 @@ class ConditionalGAN(nn.Module):
         width = matched_width(config)
         self.net = TextureMechanism(config.latent_dim + config.num_classes, width, config.image_size)
         init_weights(self, config.init_type, config.init_gain)
-
-    device = CGN.device
-    check_labels = CGN.check_labels
-    sample_noise = CGN.sample_noise
-    _input = CGN._input
 
     def forward(
         self,

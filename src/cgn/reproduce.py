@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from cgn.classifier import ClassifierConfig, MixedSource, colour_typicality_environments, train_classifier
+from cgn.classifier import ClassifierConfig, MixedSource, Subset, colour_typicality_environments, train_classifier
 from cgn.config import CGNConfig, load_config
 from cgn.counterfactuals import CounterfactualDataset, GenerationSpec, generate_counterfactuals
 from cgn.data import build_dataset
@@ -103,22 +103,6 @@ QUICK = Schedule(
     real_limit=10_000,
     methods=("original", "cgn", "original_cgn", "authors_cgn"),
 )
-
-
-class Subset:
-    """The first ``n`` samples of a source."""
-
-    def __init__(self, source, n: int) -> None:
-        self.source, self.n = source, min(n, len(source))
-
-    def __len__(self) -> int:
-        return self.n
-
-    def set_epoch(self, epoch: int) -> None:
-        self.source.set_epoch(epoch)
-
-    def batch(self, index):
-        return self.source.batch(index)
 
 
 def original_checkpoint(dataset: str, root: Path | None = None) -> Path | None:
