@@ -6,7 +6,10 @@ into runs/quality/<name> (resumable: a finished run is not retrained), evaluate 
 imported from $CGN_DATA_MIRROR/original_mnist_checkpoints. Writes results/cgn_quality.json
 (merged per dataset, so datasets can be run one at a time).
 
-Usage: python benchmarks/cgn_quality.py [--datasets ...] [--config-dir configs/fast] [overrides ...]
+``--eval-at 2000 4000`` also evaluates the run on the way (``ours.curve``), on 5,000 samples.
+
+Usage: python benchmarks/cgn_quality.py [overrides ...] [--datasets ...] [--config-dir configs/fast] [--eval-at STEP ...]
+       (overrides before the options: --eval-at takes several values)
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ import logging
 import os
 from pathlib import Path
 
+import torch
+
 from cgn.checkpoint import load_cgn
 from cgn.config import load_config
 from cgn.environment import write_result
 from cgn.evaluation import evaluate_cgn
 from cgn.original import import_original
-from cgn.trainer import train_cgn
+from cgn.trainer import Trainer
 
 DATASETS = ["colored_mnist", "double_colored_mnist", "wildlife_mnist"]
 ORIGINAL = {
@@ -46,6 +51,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--skip-original", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("results/cgn_quality.json"))
+    parser.add_argument("--eval-at", type=int, nargs="*", default=[], help="also evaluate at these steps")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     result = json.loads(args.out.read_text()) if args.out.exists() else {}
@@ -53,8 +59,7 @@ def main() -> None:
         config_path = args.config_dir / f"{dataset}.toml"
         config = load_config(config_path, args.overrides)
         run_dir = args.runs / f"{dataset}{args.tag}"
-        if not (run_dir / "done").exists():
-            train_cgn(config, run_dir, resume=True)
+        curve = train_with_curve(config, run_dir, args.eval_at, dataset) if not (run_dir / "done").exists() else []
         train_minutes = json.loads((run_dir / "done").read_text())["train_seconds"] / 60
         model, _, _ = load_cgn(run_dir / "cgn.safetensors")
         ours = evaluate_cgn(model, dataset, num_samples=args.samples)
@@ -66,6 +71,7 @@ def main() -> None:
                 "overrides": args.overrides,
                 "steps": config.train.steps,
                 "run_dir": str(run_dir),
+                **({"curve": curve} if curve else {}),
             }
         }
         if not args.skip_original:
@@ -81,6 +87,21 @@ def main() -> None:
         print(dataset, json.dumps(entry, indent=1), flush=True)
         write_result(args.out, result)
     print(f"wrote {args.out}")
+
+
+def train_with_curve(config, run_dir: Path, eval_at: list[int], dataset: str) -> list[dict]:
+    """Train (resumably) to the end, evaluating the output generator at each step of ``eval_at``."""
+    trainer = Trainer(config, run_dir)
+    curve = []
+    for step in sorted(s for s in eval_at if s < trainer.total_steps):
+        trainer.fit(resume=True, stop_at=step)
+        if trainer.step == step:  # not already past it (a resumed run)
+            with torch.random.fork_rng(devices=[]):  # keep the run's own random state untouched
+                metrics = evaluate_cgn(trainer.output_generator, dataset, num_samples=5_000)
+            curve.append({"step": step, "train_minutes": round(trainer.train_seconds / 60, 2), **metrics})
+            print(json.dumps(curve[-1]), flush=True)
+    trainer.fit(resume=True)
+    return curve
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """Training images per second of the paper's MNIST CGN on this machine, and where a step's time goes.
 
 For each dataset × batch size × style loss on/off × precision, runs the real training step
-(`Trainer.train_step`) and reports the median of 3 timed runs. The style loss uses VGG-16 with
-random weights (the same cost as ImageNet weights). A phase profile of one configuration
-splits a step into data, generator forward, discriminator, style loss, backward and optimiser.
+(`Trainer.train_step`) and reports the median of 3 timed runs, twice in the same run: as the
+trainer runs it ("ours": channels-last convolutions, the fused Adam) and as a plain PyTorch
+port runs it ("plain": contiguous tensors, the per-parameter Adam loop; our trainer until
+2026-11). The style loss uses VGG-16 with random weights (the same cost as ImageNet weights).
+A phase profile (ours, batch 16) splits a step into data, generator forward, discriminator,
+style loss, backward and optimiser.
 
 Writes results/train_speed.json. Needs prepared data (`cgn data prepare`).
 Usage: python benchmarks/train_speed.py [--steps 30] [--datasets ...]
@@ -40,6 +43,16 @@ def make_trainer(dataset: str, batch: int, style: bool, precision: str, run_dir:
     )
     trainer = Trainer(config, run_dir)
     trainer._prepare_run_dir(resume=False)
+    return trainer
+
+
+def make_plain(trainer: Trainer) -> Trainer:
+    """The same trainer as a plain port runs it: contiguous convolutions, the per-parameter Adam."""
+    t = trainer.config.train
+    for module in (trainer.generator, trainer.discriminator, trainer.loss):
+        module.to(memory_format=torch.contiguous_format)
+    trainer.opt_g = torch.optim.Adam(trainer.generator.parameters(), lr=t.lr, betas=t.betas, foreach=False)
+    trainer.opt_d = torch.optim.Adam(trainer.discriminator.parameters(), lr=t.lr, betas=t.betas, foreach=False)
     return trainer
 
 
@@ -111,6 +124,8 @@ def main() -> None:
                     for precision in args.precisions:
                         trainer = make_trainer(dataset, batch, style, precision, Path(tmp) / f"{len(rows)}")
                         s = seconds_per_step(trainer, max(5, args.steps * 16 // batch))
+                        plain = make_plain(make_trainer(dataset, batch, style, precision, Path(tmp) / f"p{len(rows)}"))
+                        s_plain = seconds_per_step(plain, max(5, args.steps * 16 // batch))
                         row = {
                             "dataset": dataset,
                             "batch_size": batch,
@@ -118,6 +133,7 @@ def main() -> None:
                             "precision": precision,
                             "seconds_per_step": round(s, 4),
                             "images_per_s": round(batch / s, 1),
+                            "plain_images_per_s": round(batch / s_plain, 1),
                         }
                         ref = AUTHORS.get(dataset, {}).get("style" if style else "no_style")
                         if ref and batch == 16:
@@ -125,8 +141,8 @@ def main() -> None:
                             row["speedup_vs_authors"] = round(ref / s, 2)
                         rows.append(row)
                         print(json.dumps(row), flush=True)
-                        if batch == 16 and precision == "fp32":
-                            key = f"{dataset}/batch16/{'style' if style else 'no_style'}/fp32"
+                        if batch == 16:
+                            key = f"{dataset}/batch16/{'style' if style else 'no_style'}/{precision}"
                             profiles[key] = phase_profile(trainer, args.steps)
     result = {
         "rows": rows,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from cgn.checkpoint import load_cgn
 from cgn.classifier import ClassifierConfig
 from cgn.cli import main
 from cgn.config import load_config
+from cgn.errors import ConfigError
 from cgn.model import CGN, ConditionalGAN, matched_width, parameter_count
 from cgn.reproduce import METHODS, PAPER, Reproduction, Schedule, markdown
 from cgn.trainer import train_cgn
@@ -91,6 +93,15 @@ def test_a_tiny_reproduction_runs_every_method_and_resumes(tmp_path, data_root, 
         progress=False,
     ).run(out, command="again", quick=False)
     assert {p: p.stat().st_mtime_ns for p in records} == before
+    # Another schedule, or another CGN recipe, cannot finish this table.
+    with pytest.raises(ConfigError, match="another schedule"):
+        Reproduction(tmp_path / "runs", replace(tiny_schedule, per_mask=5), progress=False)
+    config_file = tmp_path / "configs" / "double_colored_mnist.toml"
+    config_file.write_text(config_file.read_text().replace("[train]", "[train]\nema_decay = 0.5"))
+    with pytest.raises(ConfigError, match="another CGN recipe"):
+        Reproduction(tmp_path / "runs", tiny_schedule, data_dir=data_root, progress=False).train_generator(
+            "double_colored_mnist", 0, "cgn"
+        )
 
 
 def test_seeds_are_aggregated_as_mean_and_std(tmp_path, tiny_schedule):

@@ -11,7 +11,7 @@ from cgn.checkpoint import load_cgn, read_weights, save_weights
 from cgn.config import load_config
 from cgn.errors import CheckpointError, ConfigError
 from cgn.model import CGN
-from cgn.trainer import Trainer, train_cgn
+from cgn.trainer import Trainer, WeightAverage, recalibrate_batchnorm, train_cgn
 from tests.conftest import REPO
 
 
@@ -40,16 +40,61 @@ def test_a_run_writes_its_artefacts(tmp_path, data_root, debug_config):
     assert config == debug_config and metadata["step"] == "8" and not model.training
 
 
-def test_resume_is_exact(tmp_path, data_root, debug_config):
-    train_cgn(debug_config, tmp_path / "straight", data_root=data_root, progress=False)
-    train_cgn(debug_config, tmp_path / "resumed", data_root=data_root, progress=False, stop_at=4)
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_is_exact(tmp_path, data_root, debug_config, ema_decay):
+    config = debug_config.override(f"train.ema_decay={ema_decay}")
+    train_cgn(config, tmp_path / "straight", data_root=data_root, progress=False)
+    train_cgn(config, tmp_path / "resumed", data_root=data_root, progress=False, stop_at=4)
     assert not (tmp_path / "resumed" / "done").exists()
-    train_cgn(debug_config, tmp_path / "resumed", data_root=data_root, progress=False, resume=True)
-    for name in ("cgn.safetensors", "checkpoints/step_0000008/discriminator.safetensors"):
+    train_cgn(config, tmp_path / "resumed", data_root=data_root, progress=False, resume=True)
+    names = ["cgn.safetensors", "checkpoints/step_0000008/discriminator.safetensors"]
+    if ema_decay:
+        names.append("checkpoints/step_0000008/average.safetensors")
+    for name in names:
         a, b = weights(tmp_path / "straight" / name), weights(tmp_path / "resumed" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [2, 4, 6, 8]
+
+
+def test_the_weight_average_follows_the_live_weights_and_is_what_the_run_returns(tmp_path, data_root, debug_config):
+    live = torch.nn.Linear(2, 2)
+    average = WeightAverage(live, decay=0.75)
+    before = live.weight.detach().clone()
+    with torch.no_grad():
+        live.weight.add_(4.0)
+    average.update(live, updates_so_far=100)  # past the warm-up: decay 0.75
+    assert torch.allclose(average.model.weight, before + 1.0) and not average.model.weight.requires_grad
+    average.update(live, updates_so_far=0)  # warm-up: decay 0.1
+    assert torch.allclose(average.model.weight, before + 1.0 + 0.9 * 3.0)
+
+    config = debug_config.override("train.ema_decay=0.5")
+    result = train_cgn(config, tmp_path / "run", data_root=data_root, progress=False)
+    final = weights(result.checkpoint)
+    last = tmp_path / "run" / "checkpoints" / "step_0000008"
+    averaged, raw = weights(last / "average.safetensors"), weights(last / "generator.safetensors")
+    statistics = {k for k in final if "running_" in k}  # recalibrated for the averaged weights
+    counters = {k for k in final if k.endswith("num_batches_tracked")}
+    assert statistics and all(torch.equal(final[k], averaged[k]) for k in final.keys() - statistics - counters)
+    assert not any(torch.equal(final[k], averaged[k]) for k in statistics)
+    assert not torch.equal(final["shape.fc.weight"], raw["shape.fc.weight"])
+
+
+def test_recalibrated_statistics_are_those_of_the_model_itself(debug_config):
+    model = CGN(debug_config.model)
+    calibrated = recalibrate_batchnorm(model, torch.Generator().manual_seed(0), batches=3, batch_size=8)
+    g = torch.Generator().manual_seed(0)
+    norm = model.texture.out_norm
+    expected = []
+    hook = norm.register_forward_hook(lambda m, inputs, out: expected.append(inputs[0].mean((0, 2, 3))))
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            labels = torch.randint(0, 10, (8,), generator=g)
+            model(labels, noise=model.sample_noise(8, g), generator=g)
+    hook.remove()
+    assert torch.allclose(calibrated.texture.out_norm.running_mean, torch.stack(expected).mean(0), atol=1e-6)
+    assert not calibrated.training and calibrated.texture.out_norm.momentum == norm.momentum
 
 
 def test_existing_run_needs_resume(tmp_path, data_root, debug_config):

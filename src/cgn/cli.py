@@ -54,17 +54,13 @@ def _data_stats(args: argparse.Namespace) -> None:
 
 
 def _resolve_config(args: argparse.Namespace):
-    from cgn.config import apply_override, load_config, paper_config
+    from cgn.config import load_config, paper_config
 
     if args.config is not None:
         return load_config(args.config, args.overrides)
     if args.dataset is None:
         raise ConfigError("give --config FILE (see configs/) or --dataset NAME for the paper's settings")
-    config = paper_config(args.dataset)
-    data = config.to_dict()
-    for override in args.overrides:
-        apply_override(data, override)
-    return type(config).from_dict(data)
+    return paper_config(args.dataset).override(*args.overrides)
 
 
 def _train_cgn(args: argparse.Namespace) -> None:

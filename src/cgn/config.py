@@ -95,6 +95,9 @@ class TrainConfig:
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     precision: str = "fp32"  # "fp32" or "bf16" (autocast)
+    # Ours (0 = off, the paper): keep an exponential moving average of the generator's weights
+    # (decay per step) and use it for samples, the final weights and counterfactuals.
+    ema_decay: float = 0.0
     device: str = "auto"  # "auto", "cpu", "cuda"
     log_every: int = 50
     sample_every: int = 2000
@@ -108,6 +111,7 @@ class TrainConfig:
             self.device in ("auto", "cpu", "cuda"), f"train.device must be 'auto', 'cpu' or 'cuda', not {self.device!r}"
         )
         _check(self.lr > 0, "train.lr must be positive")
+        _check(0 <= self.ema_decay < 1, "train.ema_decay must lie in [0, 1) (0 = no moving average)")
         for name in ("log_every", "sample_every", "checkpoint_every"):
             _check(getattr(self, name) > 0, f"train.{name} must be positive")
 
@@ -141,6 +145,13 @@ class CGNConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CGNConfig:
         return from_dict(cls, data).validate()
+
+    def override(self, *overrides: str) -> CGNConfig:
+        """A copy with ``section.key=value`` overrides applied (checked like a config file)."""
+        data = self.to_dict()
+        for item in overrides:
+            apply_override(data, item)
+        return CGNConfig.from_dict(data)
 
 
 def _check(condition: bool, message: str) -> None:

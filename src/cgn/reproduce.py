@@ -141,6 +141,19 @@ class Reproduction:
         self.sheets_dir = Path(sheets_dir) if sheets_dir is not None else None
         self.progress = progress
         self._tests: dict[str, dict] = {}
+        self._check_schedule()
+
+    def _check_schedule(self) -> None:
+        """A run folder belongs to one schedule: mixing two in one table would go unnoticed."""
+        path = self.run_dir / "schedule.json"
+        schedule = json.loads(json.dumps(asdict(self.schedule)))
+        if path.exists() and json.loads(path.read_text()) != schedule:
+            raise ConfigError(
+                f"{self.run_dir} was started with another schedule (see {path}): "
+                "use another --run-dir, or the options it was started with"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(path, json.dumps(schedule, indent=2) + "\n")
 
     # -- units ----------------------------------------------------------------------------------
     def _timed(self, marker: Path, work) -> float:
@@ -170,6 +183,12 @@ class Reproduction:
 
         folder = self.run_dir / dataset / f"seed{seed}" / kind
         config = self.generator_config(dataset, seed, kind)
+        saved = folder / "config.json"
+        if saved.exists() and json.loads(saved.read_text()) != config.to_dict():
+            raise ConfigError(
+                f"{folder} was trained with another {kind.upper()} recipe than {self.schedule.cgn_config_dir} "
+                "gives now: finish the table in a new --run-dir (or delete the old one)"
+            )
         self._timed(
             folder / "unit.json",
             lambda: train_cgn(config, folder, resume=True, data_root=self.data_dir, progress=self.progress),

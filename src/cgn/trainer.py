@@ -10,7 +10,8 @@ torch's global RNG (dropout). So N steps, a checkpoint, a resume and N more equa
 bit for bit on the CPU.
 
 A run directory holds ``config.json``, ``environment.json``, ``metrics.jsonl``, ``samples/``,
-``checkpoints/step_XXXXXXX/`` (generator and discriminator safetensors + ``state.pt``), the
+``checkpoints/step_XXXXXXX/`` (generator, discriminator and, with ``train.ema_decay``, the
+weight average as safetensors + ``state.pt``), the
 atomically updated pointer ``checkpoints/latest``, and at the end ``cgn.safetensors`` and a
 ``done`` marker.
 """
@@ -18,6 +19,7 @@ atomically updated pointer ``checkpoints/latest``, and at the end ``cgn.safetens
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -61,6 +63,61 @@ def build_models(config: CGNConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
         return build_generator(config.model), build_discriminator(config.model)
 
 
+class WeightAverage:
+    """An exponential moving average of a model's parameters, with BatchNorm statistics to match.
+
+    ``train.ema_decay`` (ours, off by default): averaged GAN generators give cleaner samples
+    than the last iterate (Yazıcı et al. 2019; BigGAN; StyleGAN). The decay warms up as
+    ``min(decay, (1 + n) / (10 + n))`` after n updates, so short runs do not keep their
+    random initial weights in the average (0.999⁵⁰⁰⁰ ≈ 0.7 % would remain after 5,000 steps).
+
+    The live model's BatchNorm running statistics belong to the live weights, not to the
+    average: the mechanisms end in a BatchNorm that sets the output colour, and borrowing them
+    cost a Wildlife run 0.24 background effectiveness (0.76 against 1.00, README). :meth:`calibrated` therefore
+    recomputes them for the averaged weights, as SWA does (Izmailov et al. 2018).
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self._calibrated: tuple[int, torch.nn.Module] | None = None
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, updates_so_far: int) -> None:
+        decay = min(self.decay, (1 + updates_so_far) / (10 + updates_so_far))
+        torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1 - decay)
+        for average, live in zip(self.model.buffers(), model.buffers(), strict=True):
+            average.copy_(live)
+        self._calibrated = None
+
+    def calibrated(self, generator: torch.Generator, key: int) -> torch.nn.Module:
+        """The average with recalibrated BatchNorm statistics (cached until the next update)."""
+        if self._calibrated is None or self._calibrated[0] != key:
+            self._calibrated = (key, recalibrate_batchnorm(self.model, generator))
+        return self._calibrated[1]
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: torch.nn.Module, generator: torch.Generator, batches: int = 40, batch_size: int = 64
+) -> torch.nn.Module:
+    """A copy of generator ``model`` whose BatchNorm running statistics are the exact mean of
+    ``batches`` training-like batches (uniform labels, one noise shared by the mechanisms)."""
+    model = copy.deepcopy(model)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches below
+    model.train()
+    for _ in range(batches if norms else 0):
+        labels = torch.randint(0, model.config.num_classes, (batch_size,), generator=generator)
+        model(labels, noise=model.sample_noise(batch_size, generator), generator=generator)
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    return model.eval()
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -80,10 +137,15 @@ class Trainer:
         self.dataset: BiasedMNIST = build_dataset(t.dataset, "train", t.seed, data_root)
         self.steps_per_epoch = len(self.dataset) // t.batch_size
         self.total_steps = t.steps if t.steps > 0 else math.ceil(t.epochs * self.steps_per_epoch)
-        self.generator, self.discriminator = (m.to(self.device) for m in build_models(config))
-        self.loss = GeneratorLoss(config.loss).to(self.device)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=t.lr, betas=t.betas)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=t.lr, betas=t.betas)
+        # Channels-last convolutions and the fused Adam: the same maths, 1.5-1.6x faster
+        # batch-16 steps on the CPU (results/train_speed.json).
+        self.generator, self.discriminator = (
+            m.to(self.device, memory_format=torch.channels_last) for m in build_models(config)
+        )
+        self.loss = GeneratorLoss(config.loss).to(self.device, memory_format=torch.channels_last)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=t.lr, betas=t.betas, fused=True)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=t.lr, betas=t.betas, fused=True)
+        self.average = WeightAverage(self.generator, t.ema_decay) if t.ema_decay else None
         self.rng = make_generator(t.seed, "train")
         self.step = 0
         self.train_seconds = 0.0  # wall time spent in fit, summed over resumes
@@ -123,6 +185,8 @@ class Trainer:
             loss_g, parts = self.loss(d_fake.float(), mask, out.image, x_real)
         loss_g.backward()
         self.opt_g.step()
+        if self.average is not None:
+            self.average.update(self.generator, self.step)
 
         self.opt_d.zero_grad(set_to_none=True)
         with self.autocast():
@@ -181,10 +245,19 @@ class Trainer:
             self.finish()
         return TrainResult(self.run_dir, self.run_dir / "cgn.safetensors", self.step, time.perf_counter() - start_time)
 
+    @property
+    def output_generator(self) -> torch.nn.Module:
+        """What samples and the final weights come from: the weight average if kept, else the live generator."""
+        if self.average is None:
+            return self.generator
+        return self.average.calibrated(make_generator(self.config.train.seed, "calibrate", self.step), self.step)
+
     def finish(self) -> None:
         """Final weights for users, the sheets, and the ``done`` marker."""
         self.write_samples()
-        save_weights(self.run_dir / "cgn.safetensors", self.generator, config=self.config, kind="cgn", step=self.step)
+        save_weights(
+            self.run_dir / "cgn.safetensors", self.output_generator, config=self.config, kind="cgn", step=self.step
+        )
         if self.config.model.generator == "cgn":
             self.write_counterfactual_sheets()
         record = {"step": self.step, "train_seconds": round(self.train_seconds, 2)}
@@ -224,9 +297,10 @@ class Trainer:
     def write_samples(self) -> None:
         """A row per class: mask | foreground | background | composite (eval mode, fixed noise)."""
         g = make_generator(self.config.train.seed, "samples")
-        self.generator.eval()
+        generator = self.output_generator
+        generator.eval()
         labels = torch.arange(self.config.model.num_classes).repeat_interleave(2)
-        out = self.generator(labels, noise=self.generator.sample_noise(len(labels), g), generator=g)
+        out = generator(labels, noise=generator.sample_noise(len(labels), g), generator=g)
         self.generator.train()
         title = f"step {self.step}"
         if out.mask is not None:
@@ -239,10 +313,11 @@ class Trainer:
     @torch.no_grad()
     def write_counterfactual_sheets(self) -> None:
         """One shape (fixed noise) across 10 textures (rows) × 10 backgrounds (columns)."""
-        self.generator.eval()
+        generator = self.output_generator
+        generator.eval()
         for shape in range(self.config.model.num_classes):
             g = make_generator(self.config.train.seed, "counterfactual_sheet", shape)
-            sheet = counterfactual_sheet(self.generator, shape, g)
+            sheet = counterfactual_sheet(generator, shape, g)
             save_image(sheet, self.run_dir / "samples" / f"counterfactuals_shape{shape}.png")
         self.generator.train()
 
@@ -258,6 +333,10 @@ class Trainer:
                 kind="discriminator",
                 step=self.step,
             )
+            if self.average is not None:
+                save_weights(
+                    tmp / "average.safetensors", self.average.model, config=self.config, kind="cgn", step=self.step
+                )
             torch.save(
                 {
                     "step": self.step,
@@ -282,7 +361,10 @@ class Trainer:
             state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
         except (OSError, RuntimeError, EOFError) as e:
             raise CheckpointError(f"cannot resume from {folder}: state.pt is unreadable ({e})") from None
-        for name, module in (("generator", self.generator), ("discriminator", self.discriminator)):
+        modules = [("generator", self.generator), ("discriminator", self.discriminator)]
+        if self.average is not None:
+            modules.append(("average", self.average.model))
+        for name, module in modules:
             weights, metadata = read_weights(folder / f"{name}.safetensors")
             if json.loads(metadata["config"]) != self.config.to_dict():
                 raise ConfigError(f"{folder} was trained with another config; resume with the run's own config.json")
