@@ -6,7 +6,9 @@ into runs/quality/<name> (resumable: a finished run is not retrained), evaluate 
 imported from $CGN_DATA_MIRROR/original_mnist_checkpoints. Writes results/cgn_quality.json
 (merged per dataset, so datasets can be run one at a time).
 
-``--eval-at 2000 4000`` also evaluates the run on the way (``ours.curve``), on 5,000 samples.
+``--eval-at 2000 4000`` also evaluates the run on the way (``ours.curve``), on 5,000 samples;
+``--shape-noise-scales 0.7 0.5`` also evaluates the final generators (ours and the authors')
+with the shape noise scaled (``by_shape_noise_scale``; the top-level metrics use scale 1).
 
 Usage: python benchmarks/cgn_quality.py [overrides ...] [--datasets ...] [--config-dir configs/fast] [--eval-at STEP ...]
        (overrides before the options: --eval-at takes several values)
@@ -52,6 +54,13 @@ def main() -> None:
     parser.add_argument("--skip-original", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("results/cgn_quality.json"))
     parser.add_argument("--eval-at", type=int, nargs="*", default=[], help="also evaluate at these steps")
+    parser.add_argument(
+        "--shape-noise-scales",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also evaluate the final generators with the shape noise scaled by these factors",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     result = json.loads(args.out.read_text()) if args.out.exists() else {}
@@ -66,6 +75,7 @@ def main() -> None:
         entry = {
             "ours": {
                 **ours,
+                **by_noise_scale(model, dataset, args),
                 "train_minutes": round(train_minutes, 2),
                 "config": str(config_path),
                 "overrides": args.overrides,
@@ -80,6 +90,7 @@ def main() -> None:
             )
             entry["original"] = {
                 **evaluate_cgn(original, dataset, num_samples=args.samples),
+                **by_noise_scale(original, dataset, args),
                 "train_minutes": None,
                 "config": "authors' released checkpoint (15 epochs at batch 16)",
             }
@@ -87,6 +98,18 @@ def main() -> None:
         print(dataset, json.dumps(entry, indent=1), flush=True)
         write_result(args.out, result)
     print(f"wrote {args.out}")
+
+
+def by_noise_scale(model, dataset: str, args: argparse.Namespace) -> dict:
+    """``{"by_shape_noise_scale": {"0.7": metrics, ...}}`` for ``--shape-noise-scales`` (or {})."""
+    if not args.shape_noise_scales:
+        return {}
+    return {
+        "by_shape_noise_scale": {
+            str(scale): evaluate_cgn(model, dataset, num_samples=args.samples, shape_noise_scale=scale)
+            for scale in args.shape_noise_scales
+        }
+    }
 
 
 def train_with_curve(config, run_dir: Path, eval_at: list[int], dataset: str) -> list[dict]:

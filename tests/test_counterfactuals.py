@@ -103,3 +103,22 @@ def test_bad_folders_are_clear_errors(tmp_path):
         CounterfactualDataset(out, verify=True)
     with pytest.raises(ConfigError):
         GenerationSpec(num=0).validate()
+
+
+def test_shape_noise_scale_narrows_the_masks_of_a_class(tmp_path, monkeypatch):
+    from cgn.counterfactuals import generate_chunk
+
+    config = load_config(REPO / "configs" / "debug.toml")
+    torch.manual_seed(0)
+    model = CGN(config.model).eval()
+    masks = []
+    make_mask = model.make_mask
+    monkeypatch.setattr(model, "make_mask", lambda noise, labels: masks.append(make_mask(noise, labels)) or masks[-1])
+
+    def spread(scale: float) -> float:  # mean per-pixel std of the masks of shape class 3
+        chunk = generate_chunk(model, 200, 2, torch.Generator().manual_seed(1), shape_noise_scale=scale)
+        return masks[-1][chunk["shape"][::2] == 3].std(0).mean().item()
+
+    assert spread(1e-6) < 1e-4 < spread(0.5) < spread(1.0)
+    with pytest.raises(ConfigError, match="shape-noise-scale"):
+        GenerationSpec(shape_noise_scale=0).validate()

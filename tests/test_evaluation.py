@@ -171,6 +171,9 @@ def test_evaluate_cgn_on_a_tiny_random_cgn(data_root, digits, name):
             assert isinstance(value, float) and 0.0 <= value <= 1.0 and math.isfinite(value), (key, value)
     assert model.training  # the caller's mode is restored
     assert evaluate_cgn(model, name, **kwargs) == metrics  # seeded: the same numbers again
+    narrow = evaluate_cgn(model, name, **kwargs, shape_noise_scale=1e-6)
+    assert narrow["mask_mean"] != metrics["mask_mean"]  # the scale reaches the shape mechanism only:
+    assert narrow["texture_effectiveness"] == metrics["texture_effectiveness"]  # same texture draws
 
 
 def test_evaluate_cgn_trains_the_digit_classifier_on_first_use(own_root, monkeypatch):

@@ -15,6 +15,7 @@ from cgn.losses import (
     StyleLoss,
     binary_entropy,
     discriminator_adversarial_loss,
+    frame_pixels,
     generator_adversarial_loss,
     gram,
     mask_border_loss,
@@ -54,6 +55,14 @@ def test_mask_border_prior():
     half = torch.zeros(1, 1, 8, 8)
     half[..., :4, :] = 1  # top half: 24 of the 48 border pixels
     assert mask_border_loss(half, 2).item() == pytest.approx(0.5)
+
+
+def test_frame_pixels():
+    images = torch.zeros(2, 3, 8, 8)
+    images[:, :, 2:6, 2:6] = 1.0  # the object, inside the frame
+    frame = frame_pixels(images, 2)
+    assert frame.shape == (2, 3, 64 - 16) and frame.abs().sum() == 0
+    assert frame_pixels(torch.ones(2, 3, 8, 8), 1).shape == (2, 3, 64 - 36)
 
 
 def test_gram_is_normalised_per_sample():

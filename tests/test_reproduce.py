@@ -38,7 +38,8 @@ def tiny_schedule(tmp_path):
     shutil.copy(REPO / "configs" / "debug.toml", configs / "double_colored_mnist.toml")
     return Schedule(
         cgn_config_dir=str(configs),
-        cgn_overrides=("train.steps=4", "train.checkpoint_every=2", "train.sample_every=2"),
+        # frame_init as in configs/fast: the GAN baseline must run without it
+        cgn_overrides=("train.steps=4", "train.checkpoint_every=2", "train.sample_every=2", "train.frame_init=true"),
         num_counterfactuals=300,
         per_mask=10,
         classifier=ClassifierConfig(epochs=1, batch_size=32),

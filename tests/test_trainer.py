@@ -9,6 +9,7 @@ import torch
 
 from cgn.checkpoint import load_cgn, read_weights, save_weights
 from cgn.config import load_config
+from cgn.data.double_colored import DoubleColoredMNIST
 from cgn.errors import CheckpointError, ConfigError
 from cgn.model import CGN
 from cgn.trainer import Trainer, WeightAverage, recalibrate_batchnorm, train_cgn
@@ -40,9 +41,10 @@ def test_a_run_writes_its_artefacts(tmp_path, data_root, debug_config):
     assert config == debug_config and metadata["step"] == "8" and not model.training
 
 
-@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
-def test_resume_is_exact(tmp_path, data_root, debug_config, ema_decay):
-    config = debug_config.override(f"train.ema_decay={ema_decay}")
+@pytest.mark.parametrize("overrides", [["train.ema_decay=0.0"], ["train.ema_decay=0.9", "train.frame_init=true"]])
+def test_resume_is_exact(tmp_path, data_root, debug_config, overrides):
+    config = debug_config.override(*overrides)
+    ema_decay = config.train.ema_decay
     train_cgn(config, tmp_path / "straight", data_root=data_root, progress=False)
     train_cgn(config, tmp_path / "resumed", data_root=data_root, progress=False, stop_at=4)
     assert not (tmp_path / "resumed" / "done").exists()
@@ -95,6 +97,17 @@ def test_recalibrated_statistics_are_those_of_the_model_itself(debug_config):
     hook.remove()
     assert torch.allclose(calibrated.texture.out_norm.running_mean, torch.stack(expected).mean(0), atol=1e-6)
     assert not calibrated.training and calibrated.texture.out_norm.momentum == norm.momentum
+
+
+def test_frame_init_starts_the_background_at_the_real_frame_colour(tmp_path, data_root, debug_config):
+    paper = Trainer(debug_config, tmp_path / "paper", data_root=data_root)
+    assert torch.equal(paper.generator.background.out_norm.bias, torch.zeros(3))
+    config = debug_config.override("train.frame_init=true", "train.ema_decay=0.9")
+    trainer = Trainer(config, tmp_path / "run", data_root=data_root)
+    # debug: double-colored MNIST, whose frame shows the background colour of the image's class
+    expected = (DoubleColoredMNIST.background_colors * 2 - 1).mean(0).clamp(-0.95, 0.95)
+    assert torch.allclose(torch.tanh(trainer.generator.background.out_norm.bias), expected, atol=0.02)
+    assert torch.equal(trainer.average.model.background.out_norm.bias, trainer.generator.background.out_norm.bias)
 
 
 def test_existing_run_needs_resume(tmp_path, data_root, debug_config):

@@ -65,7 +65,7 @@ class LossConfig:
     mask_size_max: float = 0.5
     # Our addition (0 = off, the paper): penalty on the mean mask over the frame's outer pixels.
     mask_border_weight: float = 0.0
-    mask_border_width: int = 2
+    mask_border_width: int = 2  # also the frame width of train.frame_init
 
     def validate(self) -> None:
         _check(len(self.style_weights) == 4, "loss.style_weights needs 4 values (relu1_2, relu2_2, relu3_3, relu4_3)")
@@ -77,6 +77,7 @@ class LossConfig:
             0 <= self.mask_size_min < self.mask_size_max <= 1,
             "loss.mask_size_min < loss.mask_size_max must lie in [0, 1]",
         )
+        _check(self.mask_border_width > 0, "loss.mask_border_width must be positive")
 
     @property
     def uses_style(self) -> bool:
@@ -98,6 +99,10 @@ class TrainConfig:
     # Ours (0 = off, the paper): keep an exponential moving average of the generator's weights
     # (decay per step) and use it for samples, the final weights and counterfactuals.
     ema_decay: float = 0.0
+    # Ours (False = the paper's init): start the background mechanism's output BatchNorm bias at
+    # atanh of the real frames' mean colour, so that its first outputs already look like a
+    # background (with the paper's zero bias, the batch mean of the map is mid-grey).
+    frame_init: bool = False
     device: str = "auto"  # "auto", "cpu", "cuda"
     log_every: int = 50
     sample_every: int = 2000

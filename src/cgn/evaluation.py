@@ -297,6 +297,7 @@ def evaluate_cgn(
     data_root: str | os.PathLike | None = None,
     batch_size: int = 500,
     digit_classifier: DigitClassifier | None = None,
+    shape_noise_scale: float = 1.0,
 ) -> Metrics:
     """The disentanglement metrics (module docstring) of ``model`` trained on ``dataset``.
 
@@ -305,7 +306,8 @@ def evaluate_cgn(
     generator seeded by ``(seed, dataset)``. The judges are fixed (seed 0) so that scores of
     different seeds and models are comparable; ``digit_classifier`` defaults to the cached one
     of ``data_root`` (trained on first use). Returns fractions in [0, 1]; the background
-    metrics are None where the dataset has none.
+    metrics are None where the dataset has none. ``shape_noise_scale`` scales the shape
+    mechanism's noise, as ``GenerationSpec.shape_noise_scale`` does for generated datasets.
     """
     if num_samples <= 0 or batch_size <= 0:
         raise ValueError(f"num_samples and batch_size must be positive, got {num_samples} and {batch_size}")
@@ -322,7 +324,9 @@ def evaluate_cgn(
                 y_shape, y_texture, y_background = torch.randint(
                     0, NUM_CLASSES, (3, n), generator=generator
                 )  # (n,) each
-                out = model(y_shape, y_texture, y_background, generator=generator)
+                u_shape, u_texture, u_background = (model.sample_noise(n, generator) for _ in range(3))
+                noise = (u_shape * shape_noise_scale, u_texture, u_background)
+                out = model(y_shape, y_texture, y_background, noise=noise, generator=generator)
                 _tally_batch(
                     tally,
                     (digits, texture_judge, background_judge),

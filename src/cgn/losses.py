@@ -57,6 +57,14 @@ def mask_border_loss(mask: torch.Tensor, width: int) -> torch.Tensor:
     return mask.masked_select(~inner).mean()
 
 
+def frame_pixels(images: torch.Tensor, width: int) -> torch.Tensor:
+    """The outer ``width`` pixels of each image: (B, C, H, W) → (B, C, P)."""
+    b, c, h, w = images.shape
+    inner = torch.zeros(h, w, dtype=torch.bool, device=images.device)
+    inner[width:-width, width:-width] = True
+    return images.flatten(2)[:, :, ~inner.flatten()]
+
+
 def gram(features: torch.Tensor) -> torch.Tensor:
     """Per-sample Gram matrix F Fᵀ / (C·H·W): (B, C, H, W) → (B, C, C)."""
     b, c, h, w = features.shape

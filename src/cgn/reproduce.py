@@ -85,6 +85,7 @@ class Schedule:
     num_counterfactuals: int = 100_000
     per_mask: int = 10
     generation_precision: str = "fp32"
+    shape_noise_scale: float = 1.0  # GenerationSpec.shape_noise_scale, for every generator
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     counterfactual_epochs: int | None = None  # classifier epochs on counterfactual-only data
     real_limit: int | None = None  # use the first N real training images only
@@ -174,8 +175,8 @@ class Reproduction:
         if not path.is_file():
             raise ConfigError(f"CGN config {path} not found; run from the repository root (it holds configs/fast/)")
         overrides = [*self.schedule.cgn_overrides, f"train.seed={seed}", f"train.dataset={dataset}"]
-        if kind == "gan":
-            overrides.append("model.generator=cgan")
+        if kind == "gan":  # the same recipe without the mechanism split (and so no background init)
+            overrides += ["model.generator=cgan", "train.frame_init=false"]
         return load_config(path, overrides)
 
     def train_generator(self, dataset: str, seed: int, kind: str) -> Path:
@@ -216,7 +217,11 @@ class Reproduction:
         folder = self.run_dir / dataset / f"seed{seed}" / f"counterfactuals_{kind}"
         s = self.schedule
         spec = GenerationSpec(
-            num=s.num_counterfactuals, per_mask=s.per_mask, seed=seed, precision=s.generation_precision
+            num=s.num_counterfactuals,
+            per_mask=s.per_mask,
+            seed=seed,
+            precision=s.generation_precision,
+            shape_noise_scale=s.shape_noise_scale,
         )
         self._timed(
             folder / "unit.json",

@@ -39,7 +39,7 @@ from cgn.discriminator import build_discriminator
 from cgn.environment import describe
 from cgn.errors import CheckpointError, ConfigError
 from cgn.files import atomic_dir, atomic_path, write_text
-from cgn.losses import GeneratorLoss, discriminator_adversarial_loss
+from cgn.losses import GeneratorLoss, discriminator_adversarial_loss, frame_pixels
 from cgn.model import build_generator
 from cgn.seeding import derive_seed, make_generator
 from cgn.viz import counterfactual_sheet, image_sheet, mechanism_sheet, save_image
@@ -126,6 +126,21 @@ class TrainResult:
     seconds: float
 
 
+def init_background_bias(generator: torch.nn.Module, frame_colour: torch.Tensor, limit: float = 0.95) -> None:
+    """Set the background mechanism's output bias to atanh of the mean real frame colour.
+
+    Its last layers are BatchNorm then tanh: in training mode the batch mean of the map before
+    the tanh is the BatchNorm bias, so with the paper's zero bias every batch of backgrounds is
+    mid-grey on average; starting from the data's frame colour removes that pull (for colored
+    MNIST's black background it is what turned masks inside out).
+    """
+    background = getattr(generator, "background", None)
+    if background is None:
+        raise ConfigError("train.frame_init needs a generator with a background mechanism (model.generator = 'cgn')")
+    with torch.no_grad():
+        background.out_norm.bias.copy_(torch.atanh(frame_colour.clamp(-limit, limit)))
+
+
 class Trainer:
     """Owns models, optimisers, data and random state of one run; ``fit`` runs it."""
 
@@ -142,6 +157,8 @@ class Trainer:
         self.generator, self.discriminator = (
             m.to(self.device, memory_format=torch.channels_last) for m in build_models(config)
         )
+        if t.frame_init:
+            init_background_bias(self.generator, self.real_frame_colour())
         self.loss = GeneratorLoss(config.loss).to(self.device, memory_format=torch.channels_last)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=t.lr, betas=t.betas, fused=True)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=t.lr, betas=t.betas, fused=True)
@@ -161,6 +178,15 @@ class Trainer:
             self.dataset.set_epoch(epoch)
         b = self.config.train.batch_size
         return self.dataset.batch(self._permutation[1][position * b : (position + 1) * b])
+
+    def real_frame_colour(self, images: int = 10_000) -> torch.Tensor:
+        """Mean colour (3,) of the frame pixels of the first ``images`` training images (epoch 0),
+        averaged per class first: training draws the generated labels uniformly."""
+        n = min(images, len(self.dataset))
+        batch = self.dataset.batch(torch.arange(n))
+        per_image = frame_pixels(batch["image"], self.config.loss.mask_border_width).mean(2)  # (n, 3)
+        classes = batch["label"].unique()
+        return torch.stack([per_image[batch["label"] == c].mean(0) for c in classes]).mean(0)
 
     def autocast(self):
         if self.config.train.precision == "bf16":
