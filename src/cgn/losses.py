@@ -46,23 +46,21 @@ def mask_size_loss(mask: torch.Tensor, low: float, high: float) -> torch.Tensor:
     return (F.relu(low - area) + F.relu(area - high)).mean()
 
 
-def mask_border_loss(mask: torch.Tensor, width: int) -> torch.Tensor:
-    """Mean mask value on the outer ``width`` pixels of the frame: 0 for a centred object.
-
-    MNIST digits sit inside their frame, so a mask that covers the border is an inverted one
-    (mask on the background, the digit drawn by the background mechanism).
-    """
-    inner = torch.zeros_like(mask[:1, :1], dtype=torch.bool)  # (1, 1, H, W)
-    inner[..., width:-width, width:-width] = True
-    return mask.masked_select(~inner).mean()
-
-
 def frame_pixels(images: torch.Tensor, width: int) -> torch.Tensor:
     """The outer ``width`` pixels of each image: (B, C, H, W) → (B, C, P)."""
     b, c, h, w = images.shape
     inner = torch.zeros(h, w, dtype=torch.bool, device=images.device)
     inner[width:-width, width:-width] = True
     return images.flatten(2)[:, :, ~inner.flatten()]
+
+
+def mask_border_loss(mask: torch.Tensor, width: int) -> torch.Tensor:
+    """Mean mask value on the outer ``width`` pixels of the frame: 0 for a centred object.
+
+    MNIST digits sit inside their frame, so a mask that covers the border is an inverted one
+    (mask on the background, the digit drawn by the background mechanism).
+    """
+    return frame_pixels(mask, width).mean()
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
