@@ -225,7 +225,9 @@ def train_classifier(
         source.set_epoch(epoch)
         order = torch.randperm(len(source), generator=make_generator(config.seed, "classifier_order", epoch))
         penalty_weight = config.irm_penalty_weight if epoch >= config.irm_anneal_epochs else 1.0
-        running = {"loss": 0.0, "correct": 0, "seen": 0}
+        # Running sums stay on the device: reading them every step would sync a GPU each step.
+        running_loss = torch.zeros((), device=device)
+        running_correct = torch.zeros((), dtype=torch.long, device=device)
         for step in range(steps_per_epoch):
             index = order[step * config.batch_size : (step + 1) * config.batch_size]
             part = source.batch(index)
@@ -243,15 +245,15 @@ def train_classifier(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            running["loss"] += float(loss.detach())
-            running["correct"] += int((log_probs.argmax(1) == y).sum())
-            running["seen"] += len(y)
+            running_loss += loss.detach()
+            running_correct += (log_probs.detach().argmax(1) == y).sum()
             bar.update(1)
-            if step % 50 == 0:
+            if progress and step % 50 == 0:
+                seen = min((step + 1) * config.batch_size, len(source))
                 bar.set_postfix(
                     epoch=epoch + 1,
-                    loss=f"{running['loss'] / (step + 1):.3f}",
-                    acc=f"{100 * running['correct'] / running['seen']:.1f}",
+                    loss=f"{float(running_loss) / (step + 1):.3f}",
+                    acc=f"{100 * int(running_correct) / seen:.1f}",
                 )
         scheduler.step()
     bar.close()

@@ -179,9 +179,10 @@ def _reproduce(args: argparse.Namespace) -> None:
         seeds=args.seeds or ([0] if quick else [0, 1, 2]),
         data_dir=args.data_dir,
         sheets_dir=out.parent / f"{out.stem}_sheets",
+        device=args.device,
     )
     command = " ".join(["cgn", *map(shlex.quote, sys.argv[1:])])
-    table = reproduction.run(out, command=command, quick=quick)
+    table = reproduction.run(out, command=command, quick=quick, methods=args.methods)
     from cgn.reproduce import markdown
 
     print(markdown(table))
@@ -285,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", type=Path, help="the JSON to write (default results/table2[_quick].json, plus .md)")
     rep.add_argument("--run-dir", type=Path, help="where units are kept (default runs/table2[_quick])")
     rep.add_argument("--data-dir", type=Path, default=None, help="data folder (default: $CGN_DATA or ~/.cache/cgn)")
+    rep.add_argument(
+        "--methods",
+        nargs="+",
+        help="run only these rows now (the table reports every finished row); lets several processes share a run",
+    )
+    rep.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where everything runs")
     rep.set_defaults(func=_reproduce)
     return parser
 

@@ -31,7 +31,12 @@ def machine() -> str:
     except OSError:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} cores, {platform.system()} {platform.release()}"
+    described = f"{cpu}, {cores} cores, {platform.system()} {platform.release()}"
+    import torch  # here, so that describing a CPU-only run costs no CUDA initialisation elsewhere
+
+    if torch.cuda.is_available():
+        described += f", GPU {torch.cuda.get_device_name(0)}"
+    return described
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> str | None:

@@ -40,6 +40,7 @@ from cgn.data.paths import data_root, mirror_root
 from cgn.environment import describe
 from cgn.errors import ConfigError
 from cgn.files import write_text
+from cgn.trainer import pick_device
 from cgn.viz import image_sheet, save_image
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ class Reproduction:
         data_dir: str | os.PathLike | None = None,
         sheets_dir: str | os.PathLike | None = None,
         progress: bool = True,
+        device: str = "auto",
     ) -> None:
         unknown = [d for d in datasets if d not in DATASETS]
         if unknown:
@@ -141,6 +143,7 @@ class Reproduction:
         self.data_dir = data_dir
         self.sheets_dir = Path(sheets_dir) if sheets_dir is not None else None
         self.progress = progress
+        self.device = device  # "auto", "cpu" or "cuda": generation, classifiers, and CGN training
         self._tests: dict[str, dict] = {}
         self._check_schedule()
 
@@ -175,6 +178,8 @@ class Reproduction:
         if not path.is_file():
             raise ConfigError(f"CGN config {path} not found; run from the repository root (it holds configs/fast/)")
         overrides = [*self.schedule.cgn_overrides, f"train.seed={seed}", f"train.dataset={dataset}"]
+        if self.device != "auto":  # config.json records it; "auto" keeps the recipe's own default
+            overrides.append(f"train.device={self.device}")
         if kind == "gan":  # the same recipe without the mechanism split (and so no background init)
             overrides += ["model.generator=cgan", "train.frame_init=false"]
         return load_config(path, overrides)
@@ -225,7 +230,9 @@ class Reproduction:
         )
         self._timed(
             folder / "unit.json",
-            lambda: generate_counterfactuals(checkpoint, folder, spec, progress=self.progress),
+            lambda: generate_counterfactuals(
+                checkpoint, folder, spec, device=pick_device(self.device), progress=self.progress
+            ),
         )
         data = CounterfactualDataset(folder)
         sheet = self.sheets_dir / f"{dataset}_{kind}_counterfactuals.png" if self.sheets_dir else None
@@ -284,6 +291,7 @@ class Reproduction:
             eval_sets,
             config,
             environments=environments,
+            device=pick_device(self.device),
             progress=self.progress,
             description=f"{method} {dataset} seed{seed}",
         )
@@ -297,19 +305,30 @@ class Reproduction:
             "train_size": len(source),
             "seconds": result.seconds,
             "images_per_s": result.images_per_s,
+            "device": str(pick_device(self.device)),
             "classifier": result.config,
         }
         write_text(path, json.dumps(record, indent=2) + "\n")
         return record
 
     # -- the table ------------------------------------------------------------------------------
-    def run(self, out: str | os.PathLike, *, command: str, quick: bool) -> dict:
-        """Run (or resume) every unit, rewriting the table after each classifier."""
+    def run(self, out: str | os.PathLike, *, command: str, quick: bool, methods: Sequence[str] | None = None) -> dict:
+        """Run (or resume) every unit, rewriting the table after each classifier.
+
+        ``methods`` runs only those rows this time (the table still reports every finished row),
+        so that several processes can share one run folder, e.g. one per row on a GPU.
+        """
+        selected = self.schedule.methods if methods is None else tuple(methods)
+        outside = [m for m in selected if m not in self.schedule.methods]
+        if outside:
+            raise ConfigError(
+                f"method(s) {outside} are not in this schedule; choose from {', '.join(self.schedule.methods)}"
+            )
         start = time.perf_counter()
-        table = {}
+        table = self.write(out, command=command, quick=quick, session_seconds=0.0)
         for seed in self.seeds:
             for dataset in self.datasets:
-                for method in sorted(self.schedule.methods, key=RUN_ORDER.index):
+                for method in sorted(selected, key=RUN_ORDER.index):
                     if method.endswith("authors_cgn") and dataset == "colored_mnist":
                         continue  # their colored-MNIST CGN learned another palette (README)
                     self.classify(dataset, seed, method)
