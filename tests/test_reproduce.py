@@ -143,3 +143,35 @@ def test_markdown_puts_the_paper_beside_ours():
 def test_reproduce_rejects_unknown_datasets(capsys):
     assert main(["reproduce", "table2", "--datasets", "fashion_mnist", "--quick"]) == 2
     assert "unknown dataset" in capsys.readouterr().err
+
+
+def test_methods_run_only_those_rows_and_share_the_run(tmp_path, data_root, tiny_schedule):
+    """Processes running different rows share one run folder (the GPU session runs one per row group)."""
+    schedule = replace(tiny_schedule, methods=("original", "irm"))
+    make = lambda: Reproduction(  # noqa: E731
+        tmp_path / "runs", schedule, datasets=["double_colored_mnist"], seeds=[0], data_dir=data_root, progress=False
+    )
+    first = make().run(tmp_path / "a.json", command="a", quick=False, methods=["irm"])
+    assert set(first["datasets"]["double_colored_mnist"]) == {"irm"}
+    second = make().run(tmp_path / "b.json", command="b", quick=False, methods=["original"])
+    assert set(second["datasets"]["double_colored_mnist"]) == {"original", "irm"}  # reports every finished row
+    record = json.loads(
+        (tmp_path / "runs" / "double_colored_mnist" / "seed0" / "classifiers" / "original.json").read_text()
+    )
+    assert record["device"] == "cpu" or record["device"].startswith("cuda")
+    with pytest.raises(ConfigError, match="not in this schedule"):
+        make().run(tmp_path / "c.json", command="c", quick=False, methods=["cgn"])
+
+
+def test_a_chosen_device_is_recorded_in_the_generator_config(tmp_path, tiny_schedule):
+    def config(device):
+        reproduction = Reproduction(tmp_path / device, tiny_schedule, device=device, progress=False)
+        return reproduction.generator_config("double_colored_mnist", 0, "cgn")
+
+    assert config("cpu").train.device == "cpu"
+    assert config("auto").train.device == load_config(REPO / "configs" / "debug.toml").train.device
+
+
+def test_reproduce_rejects_unknown_methods(tmp_path, capsys):
+    assert main(["reproduce", "table2", "--methods", "lntl", "--quick", "--run-dir", str(tmp_path)]) == 2
+    assert "lntl" in capsys.readouterr().err
