@@ -25,6 +25,18 @@ def test_the_paper_cnn_maps_images_to_log_probabilities():
     assert out.shape == (4, 10) and torch.allclose(out.exp().sum(1), torch.ones(4), atol=1e-5)
 
 
+def test_standardisation_makes_the_cnn_blind_to_contrast_and_brightness():
+    torch.manual_seed(0)
+    model = MNISTClassifier(standardize=True).eval()
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    faint = 0.01 * x + torch.tensor([0.3, -0.2, 0.5])[:, None, None]  # 1 % contrast on a coloured base
+    assert torch.allclose(model(x), model(faint), atol=1e-4)
+    plain = MNISTClassifier().eval()  # the paper's CNN sees the difference
+    assert not torch.allclose(plain(x), plain(faint), atol=1e-2)
+    flat = torch.full((1, 3, 32, 32), 0.25)  # no contrast at all: finite output, no division by zero
+    assert torch.isfinite(model(flat)).all()
+
+
 @pytest.fixture(scope="module")
 def colored(data_root):
     return {split: build_dataset("colored_mnist", split, 0, data_root) for split in ("train", "test")}
@@ -94,3 +106,9 @@ def test_bad_classifier_configs():
     for bad in ({"objective": "dro"}, {"epochs": 0}, {"precision": "fp8"}):
         with pytest.raises(ConfigError):
             ClassifierConfig(**bad).validate()
+
+
+def test_the_config_switches_standardisation_on(colored):
+    config = ClassifierConfig(epochs=1, batch_size=32, standardize=True)
+    model, result = train_classifier(Subset(colored["train"], 64), {}, config, progress=False)
+    assert model.standardize and result.config["standardize"] is True

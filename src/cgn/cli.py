@@ -152,7 +152,11 @@ def _train_classifier(args: argparse.Namespace) -> None:
         sources.append(CounterfactualDataset(args.counterfactuals))
     source = sources[0] if len(sources) == 1 else MixedSource(sources)
     config = ClassifierConfig(
-        epochs=args.epochs, objective=args.objective, precision=args.precision, seed=args.seed
+        epochs=args.epochs,
+        objective=args.objective,
+        precision=args.precision,
+        standardize=args.standardize,
+        seed=args.seed,
     ).validate()
     environments = colour_typicality_environments(source) if args.objective == "irm" else None
     eval_sets = {s: build_dataset(args.dataset, s, args.data_seed, args.data_dir) for s in ("test", "test_official")}
@@ -273,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     clf.add_argument("--epochs", type=int, default=10)
     clf.add_argument("--limit", type=int, help="use the first N real training images only")
     clf.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    clf.add_argument(
+        "--standardize", action="store_true", help="ours: standardise each image's contrast first (README)"
+    )
     clf.add_argument("--seed", type=int, default=0)
     clf.add_argument("--data-seed", type=int, default=0, help="seed of the biased dataset's jitter and test splits")
     clf.add_argument("--out", type=Path, help="write the result as JSON")
