@@ -94,9 +94,10 @@ class Schedule:
     methods: tuple[str, ...] = METHODS
 
 
-# The paper's classifier schedule in bf16 autocast: 1.8× faster on this CPU (README, "Reproducing
-# table 2"); the library's default ClassifierConfig stays fp32 as in the paper.
-FULL = Schedule(classifier=ClassifierConfig(precision="bf16"))
+# The paper's classifier schedule in bf16 autocast (1.8× faster on this CPU) with per-image input
+# standardisation (ours: it reads the digits drawn in their background's colour; README,
+# "Classifier input standardisation"). The library's default ClassifierConfig stays the paper's.
+FULL = Schedule(classifier=ClassifierConfig(precision="bf16", standardize=True))
 QUICK = Schedule(
     cgn_overrides=("train.steps=1600", "train.sample_every=800", "train.checkpoint_every=400"),
     num_counterfactuals=20_000,
