@@ -15,7 +15,7 @@
 ``--quick`` shrinks everything (quick table schedule, short paper runs) to test the script on a CPU.
 
 Data: the machine has no network, so ``$CGN_DATA`` must travel with the job, e.g. as a
-git-excluded ``.gpu/data`` holding ``mnist.npz`` (re-saved with ``np.savez_compressed``: 17 MB),
+git-excluded ``.gpu/data`` holding ``mnist.npz`` (re-saved with ``np.savez_compressed``: 11 MB),
 ``wildlife_textures/``, ``digit_classifier.safetensors`` and ``original_mnist_checkpoints/``;
 then ``PYTHONPATH=src CGN_DATA=.gpu/data python3 benchmarks/gpu_session.py all ...``.
 """
