@@ -229,9 +229,8 @@ def train_classifier(
         raise ConfigError("IRM needs one environment index per training sample")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(config.seed, "classifier_init"))
-        model = MNISTClassifier(standardize=config.standardize).to(
-            device, memory_format=torch.channels_last
-        )  # faster convs on CPU
+        model = MNISTClassifier(standardize=config.standardize)
+        model = model.to(device, memory_format=torch.channels_last)  # faster convs on CPU
     optimizer = torch.optim.Adadelta(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=config.lr_gamma)
     steps_per_epoch = math.ceil(len(source) / config.batch_size)

@@ -32,7 +32,7 @@ def machine() -> str:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     described = f"{cpu}, {cores} cores, {platform.system()} {platform.release()}"
-    import torch  # here, so that describing a CPU-only run costs no CUDA initialisation elsewhere
+    import torch  # imported here: the rest of this module stays light to import
 
     if torch.cuda.is_available():
         described += f", GPU {torch.cuda.get_device_name(0)}"

@@ -145,6 +145,7 @@ class Reproduction:
         self.sheets_dir = Path(sheets_dir) if sheets_dir is not None else None
         self.progress = progress
         self.device = device  # "auto", "cpu" or "cuda": generation, classifiers, and CGN training
+        self.torch_device = pick_device(device)  # resolved once: a missing GPU fails here, not mid-table
         self._tests: dict[str, dict] = {}
         self._check_schedule()
 
@@ -232,7 +233,7 @@ class Reproduction:
         self._timed(
             folder / "unit.json",
             lambda: generate_counterfactuals(
-                checkpoint, folder, spec, device=pick_device(self.device), progress=self.progress
+                checkpoint, folder, spec, device=self.torch_device, progress=self.progress
             ),
         )
         data = CounterfactualDataset(folder)
@@ -292,7 +293,7 @@ class Reproduction:
             eval_sets,
             config,
             environments=environments,
-            device=pick_device(self.device),
+            device=self.torch_device,
             progress=self.progress,
             description=f"{method} {dataset} seed{seed}",
         )
@@ -306,7 +307,7 @@ class Reproduction:
             "train_size": len(source),
             "seconds": result.seconds,
             "images_per_s": result.images_per_s,
-            "device": str(pick_device(self.device)),
+            "device": str(self.torch_device),
             "classifier": result.config,
         }
         write_text(path, json.dumps(record, indent=2) + "\n")
