@@ -69,3 +69,14 @@ def test_missing_and_malformed_files(tmp_path):
 def test_round_trip_through_dict():
     config = paper_config("wildlife_mnist", train={"steps": 7})
     assert CGNConfig.from_dict(config.to_dict()) == config
+
+
+def test_saved_configs_without_newer_options_still_match():
+    config = load_config(REPO / "configs" / "debug.toml")
+    saved = config.to_dict()
+    assert config.matches(saved)
+    del saved["loss"]["mode_seeking_weight"]  # a config.json written before the option existed
+    assert config.matches(saved)
+    assert not config.override("loss.mode_seeking_weight=0.1").matches(saved)
+    saved["loss"]["no_such_key"] = 1
+    assert not config.matches(saved)

@@ -19,6 +19,7 @@ from cgn.data.wildlife import prepare_texture_bank
 from cgn.digit_classifier import DigitClassifier, classifier_path, load_or_train_digit_classifier
 from cgn.evaluation import (
     METRICS,
+    _Tally,
     appearance_classifiers,
     color_classifier,
     evaluate_cgn,
@@ -102,6 +103,19 @@ def test_mask_statistics_on_hand_made_masks():
     half = torch.zeros(1, 1, 4, 4)
     half[..., :2] = 1.0
     assert mask_statistics(half) == (0.5, 1.0)
+
+
+def test_mask_diversity_sees_collapsed_and_varied_masks():
+    labels = torch.tensor([0, 0, 1, 1, 1, 1])  # class 1 pairs its masks 2 with 4 and 3 with 5
+    masks = torch.zeros(6, 1, 4, 4)
+    masks[..., :2] = 1.0
+    collapsed = _Tally()
+    collapsed.add_masks(masks, labels)
+    assert collapsed.result()["mask_diversity"] == 0.0
+    masks[1] = 1 - masks[1]  # class 0's two masks now differ everywhere, class 1's not at all
+    varied = _Tally()
+    varied.add_masks(masks, labels)
+    assert varied.result()["mask_diversity"] == 0.5
 
 
 def test_grey_maps_lie_in_the_unit_interval():
@@ -200,6 +214,7 @@ def test_real_data_scores_are_those_of_a_perfect_cgn(data_root, fake_mnist, digi
     assert list(metrics) == list(METRICS)
     assert metrics["mask_binary_share"] == 1.0
     assert 0.0 < metrics["mask_mean"] < 1.0
+    assert 0.05 < metrics["mask_diversity"] < 0.5  # different digits of one class differ
     assert metrics["texture_effectiveness"] >= 0.97
     if name == "colored_mnist":
         assert metrics["background_effectiveness"] is None and metrics["shape_leakage_background"] is None

@@ -20,6 +20,7 @@ from cgn.losses import (
     gram,
     mask_border_loss,
     mask_size_loss,
+    mode_seeking_loss,
     vgg16_features,
 )
 
@@ -55,6 +56,18 @@ def test_mask_border_prior():
     half = torch.zeros(1, 1, 8, 8)
     half[..., :4, :] = 1  # top half: 24 of the 48 border pixels
     assert mask_border_loss(half, 2).item() == pytest.approx(0.5)
+
+
+def test_mode_seeking_term_falls_as_masks_of_a_class_differ():
+    noise_a, noise_b = torch.zeros(2, 8), torch.ones(2, 8)  # mean |u_a - u_b| = 1
+    alike = torch.zeros(2, 1, 4, 4)
+    assert mode_seeking_loss(alike, alike, noise_a, noise_b).item() == pytest.approx(1e5)  # 1 / ε
+    half = alike.clone()
+    half[..., :2] = 1  # mean |m_a - m_b| = 0.5
+    assert mode_seeking_loss(alike, half, noise_a, noise_b).item() == pytest.approx(2.0, rel=1e-4)
+    mask = torch.full((2, 1, 4, 4), 0.3, requires_grad=True)
+    mode_seeking_loss(mask, half, noise_a, noise_b).backward()
+    assert (mask.grad[..., :2] > 0).all()  # pulling towards the other mask raises the term
 
 
 def test_frame_pixels():

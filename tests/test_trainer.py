@@ -41,7 +41,10 @@ def test_a_run_writes_its_artefacts(tmp_path, data_root, debug_config):
     assert config == debug_config and metadata["step"] == "8" and not model.training
 
 
-@pytest.mark.parametrize("overrides", [["train.ema_decay=0.0"], ["train.ema_decay=0.9", "train.frame_init=true"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [["train.ema_decay=0.0"], ["train.ema_decay=0.9", "train.frame_init=true", "loss.mode_seeking_weight=0.1"]],
+)
 def test_resume_is_exact(tmp_path, data_root, debug_config, overrides):
     config = debug_config.override(*overrides)
     ema_decay = config.train.ema_decay
@@ -55,8 +58,9 @@ def test_resume_is_exact(tmp_path, data_root, debug_config, overrides):
     for name in names:
         a, b = weights(tmp_path / "straight" / name), weights(tmp_path / "resumed" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
-    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [2, 4, 6, 8]
+    records = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6, 8]
+    assert ("mode_seeking" in records[0]) == bool(config.loss.mode_seeking_weight)
 
 
 def test_the_weight_average_follows_the_live_weights_and_is_what_the_run_returns(tmp_path, data_root, debug_config):

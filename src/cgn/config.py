@@ -66,6 +66,10 @@ class LossConfig:
     # Our addition (0 = off, the paper): penalty on the mean mask over the frame's outer pixels.
     mask_border_weight: float = 0.0
     mask_border_width: int = 2  # also the frame width of train.frame_init
+    # Our addition (0 = off, the paper): a mode-seeking term (Mao et al. 2019) on the shape
+    # mechanism against masks that all look alike: 1 / (mean|m1 − m2| / mean|u1 − u2| + ε) for
+    # two noise draws u1, u2 of the same class.
+    mode_seeking_weight: float = 0.0
 
     def validate(self) -> None:
         _check(len(self.style_weights) == 4, "loss.style_weights needs 4 values (relu1_2, relu2_2, relu3_3, relu4_3)")
@@ -78,6 +82,7 @@ class LossConfig:
             "loss.mask_size_min < loss.mask_size_max must lie in [0, 1]",
         )
         _check(self.mask_border_width > 0, "loss.mask_border_width must be positive")
+        _check(self.mode_seeking_weight >= 0, "loss.mode_seeking_weight must not be negative")
 
     @property
     def uses_style(self) -> bool:
@@ -150,6 +155,17 @@ class CGNConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CGNConfig:
         return from_dict(cls, data).validate()
+
+    def matches(self, saved: dict[str, Any]) -> bool:
+        """Whether a saved config (config.json, checkpoint metadata) describes this run.
+
+        Keys the saved one lacks take their defaults: options added since it was written are
+        off by default, so older runs and checkpoints stay resumable.
+        """
+        try:
+            return CGNConfig.from_dict(saved) == self
+        except ConfigError:
+            return False
 
     def override(self, *overrides: str) -> CGNConfig:
         """A copy with ``section.key=value`` overrides applied (checked like a config file)."""

@@ -3,7 +3,8 @@
 - least-squares adversarial losses for generator and discriminator;
 - the binary-entropy mask loss that pushes masks to 0/1;
 - the style (Gram) loss on VGG-16 features between generated and (unpaired) real images;
-- our optional mask-size and mask-border priors (off by default), which keep masks from inverting.
+- our optional mask-size and mask-border priors (off by default), which keep masks from inverting;
+- our optional mode-seeking term (off by default), against masks that all look alike.
 """
 
 from __future__ import annotations
@@ -44,6 +45,21 @@ def mask_size_loss(mask: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """Per image ``max(0, low − mean m) + max(0, mean m − high)``, averaged over the batch."""
     area = mask.flatten(1).mean(1)  # (B,)
     return (F.relu(low - area) + F.relu(area - high)).mean()
+
+
+MODE_SEEKING_EPS = 1e-5
+
+
+def mode_seeking_loss(
+    mask_a: torch.Tensor, mask_b: torch.Tensor, noise_a: torch.Tensor, noise_b: torch.Tensor
+) -> torch.Tensor:
+    """MSGAN's term (Mao et al. 2019): ``1 / (mean|m_a − m_b| / mean|u_a − u_b| + ε)``.
+
+    ``mask_a`` and ``mask_b`` come from the noises ``noise_a`` and ``noise_b`` with the same
+    labels; the term falls as the masks of one class grow apart, so collapsed modes cost.
+    """
+    ratio = (mask_a - mask_b).abs().mean() / (noise_a - noise_b).abs().mean()
+    return 1 / (ratio + MODE_SEEKING_EPS)
 
 
 def frame_pixels(images: torch.Tensor, width: int) -> torch.Tensor:

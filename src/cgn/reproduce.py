@@ -192,7 +192,7 @@ class Reproduction:
         folder = self.run_dir / dataset / f"seed{seed}" / kind
         config = self.generator_config(dataset, seed, kind)
         saved = folder / "config.json"
-        if saved.exists() and json.loads(saved.read_text()) != config.to_dict():
+        if saved.exists() and not config.matches(json.loads(saved.read_text())):
             raise ConfigError(
                 f"{folder} was trained with another {kind.upper()} recipe than {self.schedule.cgn_config_dir} "
                 "gives now: finish the table in a new --run-dir (or delete the old one)"

@@ -39,7 +39,7 @@ from cgn.discriminator import build_discriminator
 from cgn.environment import describe
 from cgn.errors import CheckpointError, ConfigError
 from cgn.files import atomic_dir, atomic_path, write_text
-from cgn.losses import GeneratorLoss, discriminator_adversarial_loss, frame_pixels
+from cgn.losses import GeneratorLoss, discriminator_adversarial_loss, frame_pixels, mode_seeking_loss
 from cgn.model import build_generator
 from cgn.seeding import derive_seed, make_generator
 from cgn.viz import counterfactual_sheet, image_sheet, mechanism_sheet, save_image
@@ -209,6 +209,15 @@ class Trainer:
             d_fake = self.discriminator(out.image, y_gen)
             mask = out.mask.float() if out.mask is not None else None  # the cGAN baseline has none
             loss_g, parts = self.loss(d_fake.float(), mask, out.image, x_real)
+            if self.config.loss.mode_seeking_weight and mask is not None:
+                # A second mask per label from fresh noise (drawn only when the term is on, so
+                # runs without it keep their random streams).
+                noise_b = self.generator.sample_noise(b, self.rng)
+                mask_b = self.generator.make_mask(noise_b, y_gen).float()
+                parts["mode_seeking"] = self.config.loss.mode_seeking_weight * mode_seeking_loss(
+                    mask, mask_b, noise, noise_b
+                )
+                loss_g = loss_g + parts["mode_seeking"]
         loss_g.backward()
         self.opt_g.step()
         if self.average is not None:
@@ -301,7 +310,7 @@ class Trainer:
                 f"{self.run_dir} already has checkpoints: pass --resume to continue it, or choose another run directory"
             )
         saved = self.run_dir / "config.json"
-        if resume and saved.exists() and json.loads(saved.read_text()) != self.config.to_dict():
+        if resume and saved.exists() and not self.config.matches(json.loads(saved.read_text())):
             raise ConfigError(f"{saved} differs from the given config; resume with the run's own config")
         torch.manual_seed(derive_seed(self.config.train.seed, "global"))  # dropout draws from it
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -392,7 +401,7 @@ class Trainer:
             modules.append(("average", self.average.model))
         for name, module in modules:
             weights, metadata = read_weights(folder / f"{name}.safetensors")
-            if json.loads(metadata["config"]) != self.config.to_dict():
+            if not self.config.matches(json.loads(metadata["config"])):
                 raise ConfigError(f"{folder} was trained with another config; resume with the run's own config.json")
             load_state(module, weights, str(folder / f"{name}.safetensors"))
         self.opt_g.load_state_dict(state["opt_g"])
