@@ -2,9 +2,9 @@
 
 For each dataset × batch size × style loss on/off × precision, runs the real training step
 (`Trainer.train_step`) and reports the median of 3 timed runs, twice in the same run: as the
-trainer runs it ("ours": channels-last convolutions, the fused Adam) and as a plain PyTorch
-port runs it ("plain": contiguous tensors, the per-parameter Adam loop; our trainer until
-2026-11). The style loss uses VGG-16 with random weights (the same cost as ImageNet weights).
+trainer runs it ("ours": channels-last convolutions, the fused Adam, the chunked Gram-L1 style
+loss) and as a plain PyTorch port runs it ("plain": contiguous tensors, the per-parameter Adam
+loop, whole-batch Gram matrices compared by ``F.l1_loss``; our trainer until 2026-11). The style loss uses VGG-16 with random weights (the same cost as ImageNet weights).
 A phase profile (ours, batch 16) splits a step into data, generator forward, discriminator,
 style loss, backward and optimiser.
 
@@ -22,10 +22,11 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from cgn.config import paper_config
 from cgn.environment import write_result
-from cgn.losses import discriminator_adversarial_loss
+from cgn.losses import StyleLoss, discriminator_adversarial_loss, gram
 from cgn.trainer import Trainer
 
 # The authors' code on a machine of this kind (from the issue): seconds per step at batch 16.
@@ -46,9 +47,22 @@ def make_trainer(dataset: str, batch: int, style: bool, precision: str, run_dir:
     return trainer
 
 
+class PlainStyleLoss(StyleLoss):
+    """The style loss as written in the paper: whole-batch (B, C, C) Grams, then ``F.l1_loss``."""
+
+    def forward(self, generated: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = {i: gram(f) for i, f in self._features(real).items()}
+        current = {i: gram(f) for i, f in self._features(generated).items()}
+        return sum(w * F.l1_loss(current[i], target[i]) for i, w in self.layer_weights.items())
+
+
 def make_plain(trainer: Trainer) -> Trainer:
-    """The same trainer as a plain port runs it: contiguous convolutions, the per-parameter Adam."""
+    """The same trainer as a plain port runs it: contiguous convolutions, the per-parameter Adam,
+    the plain style loss."""
     t = trainer.config.train
+    if trainer.loss.style is not None:
+        trainer.loss.style = PlainStyleLoss(trainer.config.loss.style_weights, trainer.loss.style.features)
     for module in (trainer.generator, trainer.discriminator, trainer.loss):
         module.to(memory_format=torch.contiguous_format)
     trainer.opt_g = torch.optim.Adam(trainer.generator.parameters(), lr=t.lr, betas=t.betas, foreach=False)

@@ -6,8 +6,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from cgn import losses
 from cgn.config import LossConfig
 from cgn.errors import CheckpointError
 from cgn.losses import (
@@ -18,6 +20,7 @@ from cgn.losses import (
     frame_pixels,
     generator_adversarial_loss,
     gram,
+    gram_l1_loss,
     mask_border_loss,
     mask_size_loss,
     mode_seeking_loss,
@@ -82,6 +85,30 @@ def test_gram_is_normalised_per_sample():
     f = torch.ones(2, 3, 4, 4)
     g = gram(f)
     assert g.shape == (2, 3, 3) and torch.allclose(g, torch.full((2, 3, 3), 1 / 3))
+
+
+@pytest.mark.parametrize("chunk_floats", [1, 50, 2**18])  # 1 sample, 2 samples, all at once
+def test_gram_l1_loss_matches_the_plain_formula_in_value_and_gradient(monkeypatch, chunk_floats):
+    monkeypatch.setattr(losses, "GRAM_CHUNK_FLOATS", chunk_floats)
+    gen = torch.randn(5, 5, 3, 3, dtype=torch.float64, requires_grad=True)
+    real = torch.randn(5, 5, 3, 3, dtype=torch.float64, requires_grad=True)
+    expected = F.l1_loss(gram(gen).double(), gram(real).double())
+    expected_grad = torch.autograd.grad(expected, gen)[0]
+    value = gram_l1_loss(gen, real)
+    grad_gen, grad_real = torch.autograd.grad(value, (gen, real), allow_unused=True)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.allclose(grad_gen.double(), expected_grad, rtol=1e-5, atol=1e-9)
+    assert grad_real is None  # the real image is only a target
+    assert gram_l1_loss(real, real).item() == 0
+
+
+def test_gram_l1_loss_stays_fp32_under_bf16_autocast():
+    gen = torch.randn(2, 8, 4, 4, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = gram_l1_loss(gen, torch.randn(2, 8, 4, 4))
+    assert value.dtype == torch.float32
+    value.backward()
+    assert gen.grad.dtype == torch.float32
 
 
 def test_style_loss_matches_its_formula_and_runs_only_needed_layers():

@@ -47,9 +47,20 @@ def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def git_dirty(cwd: str | os.PathLike | None = None) -> bool | None:
+    """Whether tracked files differ from HEAD (the result then came from uncommitted code)."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
 def describe() -> dict[str, object]:
     """A JSON-ready description of where and with what a result was produced."""
-    return {"machine": machine(), "versions": versions(), "git_commit": git_commit()}
+    return {"machine": machine(), "versions": versions(), "git_commit": git_commit(), "git_dirty": git_dirty()}
 
 
 def write_result(path: str | os.PathLike, result: dict[str, object], argv: list[str] | None = None) -> Path:

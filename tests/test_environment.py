@@ -1,0 +1,32 @@
+"""Result provenance: every results file says which code produced it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from cgn.environment import git_commit, git_dirty, write_result
+
+
+def _git(repo, *args):
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+def test_git_dirty_tells_committed_from_uncommitted_code(tmp_path):
+    assert git_dirty(tmp_path) is None and git_commit(tmp_path) is None  # not a repository
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    _git(tmp_path, "add", "a.py")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    assert git_dirty(tmp_path) is False and len(git_commit(tmp_path)) == 40
+    (tmp_path / "new.py").write_text("")  # untracked files do not count
+    assert git_dirty(tmp_path) is False
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert git_dirty(tmp_path) is True
+
+
+def test_write_result_records_command_and_provenance(tmp_path):
+    out = write_result(tmp_path / "r.json", {"value": 1.5}, argv=["bench.py", "--steps", "2"])
+    result = json.loads(out.read_text())
+    assert result["value"] == 1.5 and result["command"] == "python bench.py --steps 2"
+    assert {"machine", "versions", "git_commit", "git_dirty"} <= set(result)
