@@ -67,11 +67,13 @@ class MNISTClassifier(nn.Module):
         self.head = nn.Linear(64, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()  # the 3-channel BatchNorm is 8x slower on channels-last input on the CPU
         if self.standardize:
             x = x.float()  # in fp32 also under autocast: the contrasts it recovers are below bf16's resolution
             centred = x - x.mean((2, 3), keepdim=True)
             x = centred / centred.flatten(1).std(1).clamp_min(self.STANDARDIZE_EPS)[:, None, None, None]
-        return F.log_softmax(self.head(self.features(x).flatten(1)), dim=1)
+        x = self.features[0](x).contiguous(memory_format=torch.channels_last)  # the convolutions prefer it
+        return F.log_softmax(self.head(self.features[1:](x).flatten(1)), dim=1)
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,7 @@ def accuracy(model: nn.Module, source, batch_size: int = 1000, precision: str = 
     for start in range(0, len(source), batch_size):
         part = source.batch(torch.arange(start, min(start + batch_size, len(source))))
         with _autocast(precision, device):
-            prediction = model(part["image"].to(device, memory_format=torch.channels_last)).argmax(1)
+            prediction = model(part["image"].to(device)).argmax(1)
         correct += int((prediction.cpu() == part["label"]).sum())
     return 100.0 * correct / len(source)
 
@@ -230,7 +232,7 @@ def train_classifier(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(config.seed, "classifier_init"))
         model = MNISTClassifier(standardize=config.standardize)
-        model = model.to(device, memory_format=torch.channels_last)  # faster convs on CPU
+        model = model.to(device, memory_format=torch.channels_last)  # faster convs on the CPU
     optimizer = torch.optim.Adadelta(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=config.lr_gamma)
     steps_per_epoch = math.ceil(len(source) / config.batch_size)
@@ -247,7 +249,7 @@ def train_classifier(
         for step in range(steps_per_epoch):
             index = order[step * config.batch_size : (step + 1) * config.batch_size]
             part = source.batch(index)
-            x = part["image"].to(device, memory_format=torch.channels_last)
+            x = part["image"].to(device)
             y = part["label"].to(device)
             with _autocast(config.precision, device):
                 log_probs = model(x).float()
