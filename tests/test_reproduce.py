@@ -63,7 +63,7 @@ def test_a_tiny_reproduction_runs_every_method_and_resumes(tmp_path, data_root, 
     table = reproduction.run(out, command="cgn reproduce table2 (test)", quick=False)
     saved = json.loads(out.read_text())
     assert saved["seeds"] == [0] and saved["quick"] is False and saved["wall_time_s"] > 0
-    assert saved["command"] == "cgn reproduce table2 (test)" and saved["machine"]
+    assert saved["command"] == "cgn reproduce table2 (test)" and saved["machine"] and "git_dirty" in saved
     rows = saved["datasets"]["double_colored_mnist"]
     expected = (
         set(METHODS)
@@ -82,18 +82,24 @@ def test_a_tiny_reproduction_runs_every_method_and_resumes(tmp_path, data_root, 
     for kind in ("cgn", "gan"):
         assert (tmp_path / "results" / "sheets" / f"double_colored_mnist_{kind}_counterfactuals.png").exists()
     assert out.with_suffix(".md").read_text() == markdown(table)
-    # A rerun recomputes nothing: every unit's record stays as it was.
+    # A rerun recomputes nothing: every unit's record stays as it was; the sheets always show
+    # the run's own data (a stale sheet from another run is replaced).
     records = sorted((tmp_path / "runs").glob("**/classifiers/*.json"))
     before = {p: p.stat().st_mtime_ns for p in records}
+    sheet = tmp_path / "results" / "sheets" / "double_colored_mnist_cgn_counterfactuals.png"
+    sheet_bytes = sheet.read_bytes()
+    sheet.write_bytes(b"a sheet of another run")
     Reproduction(
         tmp_path / "runs",
         tiny_schedule,
         datasets=["double_colored_mnist"],
         seeds=[0, 1],
         data_dir=data_root,
+        sheets_dir=tmp_path / "results" / "sheets",
         progress=False,
     ).run(out, command="again", quick=False)
     assert {p: p.stat().st_mtime_ns for p in records} == before
+    assert sheet.read_bytes() == sheet_bytes
     # Another schedule, or another CGN recipe, cannot finish this table.
     with pytest.raises(ConfigError, match="another schedule"):
         Reproduction(tmp_path / "runs", replace(tiny_schedule, per_mask=5), progress=False)

@@ -236,11 +236,18 @@ class Reproduction:
                 checkpoint, folder, spec, device=self.torch_device, progress=self.progress
             ),
         )
-        data = CounterfactualDataset(folder)
-        sheet = self.sheets_dir / f"{dataset}_{kind}_counterfactuals.png" if self.sheets_dir else None
-        if sheet is not None and seed == self.seeds[0] and not sheet.exists():
-            save_image(counterfactual_sheet(data), sheet)
-        return data
+        return CounterfactualDataset(folder)
+
+    def write_sheets(self, dataset: str) -> None:
+        """A sheet of each finished counterfactual set of the first seed, rewritten on every run
+        so that the sheets beside a table always show that table's own data."""
+        if self.sheets_dir is None:
+            return
+        for kind in ("cgn", "gan", "authors"):
+            folder = self.run_dir / dataset / f"seed{self.seeds[0]}" / f"counterfactuals_{kind}"
+            if (folder / "unit.json").exists():
+                sheet = self.sheets_dir / f"{dataset}_{kind}_counterfactuals.png"
+                save_image(counterfactual_sheet(CounterfactualDataset(folder)), sheet)
 
     def test_splits(self, dataset: str) -> dict:
         """The frozen de-correlated test splits, built once per dataset."""
@@ -335,6 +342,8 @@ class Reproduction:
                         continue  # their colored-MNIST CGN learned another palette (README)
                     self.classify(dataset, seed, method)
                     table = self.write(out, command=command, quick=quick, session_seconds=time.perf_counter() - start)
+                if seed == self.seeds[0]:
+                    self.write_sheets(dataset)
         return table
 
     def collect(self) -> tuple[dict, float]:
@@ -378,6 +387,7 @@ class Reproduction:
             "machine": env["machine"],
             "versions": env["versions"],
             "git_commit": env["git_commit"],
+            "git_dirty": env["git_dirty"],
             "schedule": _schedule_dict(self.schedule),
             "datasets": datasets,
         }
