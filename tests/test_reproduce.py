@@ -15,7 +15,7 @@ from cgn.cli import main
 from cgn.config import load_config
 from cgn.errors import ConfigError
 from cgn.model import CGN, ConditionalGAN, matched_width, parameter_count
-from cgn.reproduce import METHODS, PAPER, Reproduction, Schedule, markdown
+from cgn.reproduce import GENERATOR_GROUPS, METHODS, PAPER, Reproduction, Schedule, markdown, split_methods
 from cgn.trainer import train_cgn
 from tests.conftest import REPO
 
@@ -181,3 +181,31 @@ def test_a_chosen_device_is_recorded_in_the_generator_config(tmp_path, tiny_sche
 def test_reproduce_rejects_unknown_methods(tmp_path, capsys):
     assert main(["reproduce", "table2", "--methods", "lntl", "--quick", "--run-dir", str(tmp_path)]) == 2
     assert "lntl" in capsys.readouterr().err
+
+
+def test_workers_get_whole_generator_groups_and_every_row_once():
+    two = split_methods(METHODS, 2)
+    assert two == [("original", "original_cgn", "cgn", "irm"), ("authors_cgn", "original_authors_cgn", "original_gan")]
+    for workers in (1, 2, 3, 4, 9):
+        shares = split_methods(METHODS, workers)
+        assert len(shares) == min(workers, 4)
+        assert sorted(m for share in shares for m in share) == sorted(METHODS)
+        for group in GENERATOR_GROUPS:  # no two workers train or generate the same unit
+            assert sum(bool(set(group) & set(share)) for share in shares) == 1
+    assert split_methods(("original", "cgn"), 2) == [("cgn",), ("original",)]
+    with pytest.raises(ConfigError, match="at least 1"):
+        split_methods(METHODS, 0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--workers", "0"], "at least 1"),
+        (["--workers", "2", "--methods", "original"], "drop --methods"),
+    ],
+)
+def test_reproduce_workers_bad_input_is_one_line(tmp_path, capsys, argv, message):
+    from cgn.cli import main
+
+    code = main(["reproduce", "table2", "--run-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "t.json"), *argv])
+    assert code != 0 and message in capsys.readouterr().err

@@ -186,11 +186,63 @@ def _reproduce(args: argparse.Namespace) -> None:
         device=args.device,
     )
     command = " ".join(["cgn", *map(shlex.quote, sys.argv[1:])])
-    table = reproduction.run(out, command=command, quick=quick, methods=args.methods)
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, not {args.workers}")
+    if args.workers > 1:
+        table = _reproduce_in_workers(args, reproduction, out, command)
+    else:
+        table = reproduction.run(out, command=command, quick=quick, methods=args.methods)
     from cgn.reproduce import markdown
 
     print(markdown(table))
     print(f"wrote {out} and {out.with_suffix('.md')}; counterfactual sheets in {out.parent / f'{out.stem}_sheets'}")
+
+
+def _reproduce_in_workers(args: argparse.Namespace, reproduction, out: Path, command: str) -> dict:
+    """Run the table as ``--workers`` processes sharing one run folder, each with its share of
+    the rows (whole generator groups) and of the CPU threads; then write the whole table."""
+    import os
+    import subprocess
+    import time
+
+    from cgn.reproduce import split_methods
+
+    if args.methods:
+        raise ConfigError("--workers deals the rows to its processes itself; drop --methods")
+    shares = split_methods(reproduction.schedule.methods, args.workers)
+    threads = max(1, (os.cpu_count() or 1) // len(shares))
+    logs = reproduction.run_dir / "workers"
+    logs.mkdir(parents=True, exist_ok=True)
+    workers = []
+    for k, share in enumerate(shares):
+        cmd = [sys.executable, "-m", "cgn.cli", "reproduce", "table2", "--datasets", *reproduction.datasets]
+        cmd += ["--seeds", *map(str, reproduction.seeds), "--methods", *share, "--device", args.device]
+        cmd += ["--run-dir", str(reproduction.run_dir), "--out", str(logs / f"worker{k}.json")]
+        cmd += (["--quick"] if args.quick else []) + (["--data-dir", str(args.data_dir)] if args.data_dir else [])
+        log = logs / f"worker{k}.log"
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        workers.append((share, log, subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)))
+        print(f"worker {k} ({threads} thread(s)): {' '.join(share)}; log {log}", flush=True)
+    start = time.perf_counter()
+    try:
+        while any(p.poll() is None for _, _, p in workers):
+            time.sleep(1 if time.perf_counter() - start < 5 else 30)
+            for k, (_, log, p) in enumerate(workers):
+                lines = [x for x in log.read_text(errors="replace").replace("\r", "\n").splitlines() if x.strip()]
+                state = "running" if p.poll() is None else f"exited {p.returncode}"
+                print(f"worker {k} [{state}]: {lines[-1][:110] if lines else ''}", flush=True)
+    except KeyboardInterrupt:
+        for _, _, p in workers:
+            p.terminate()
+        raise SystemExit("interrupted: finished units are kept; rerun the same command to resume") from None
+    failed = [(k, log) for k, (_, log, p) in enumerate(workers) if p.returncode != 0]
+    if failed:
+        k, log = failed[0]
+        raise SystemExit(f"error: worker {k} failed; see {log}. Rerun the same command to resume")
+    table = reproduction.write(out, command=command, quick=args.quick, session_seconds=time.perf_counter() - start)
+    for dataset in reproduction.datasets:
+        reproduction.write_sheets(dataset)
+    return table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only these rows now (the table reports every finished row); lets several processes share a run",
     )
     rep.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where everything runs")
+    rep.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run the rows in this many processes sharing the CPU threads (2 on a 2-core CPU: about 1.25x)",
+    )
     rep.set_defaults(func=_reproduce)
     return parser
 

@@ -49,6 +49,14 @@ DATASETS = ("colored_mnist", "double_colored_mnist", "wildlife_mnist")
 METHODS = ("original", "original_gan", "irm", "cgn", "original_cgn", "authors_cgn", "original_authors_cgn")
 # The order units run in: the rows that show the effect first, so a partial table says most.
 RUN_ORDER = ("original", "original_cgn", "cgn", "authors_cgn", "original_authors_cgn", "original_gan", "irm")
+# Rows that share a generator (ours, the authors', the GAN's, none): a worker takes a whole
+# group, so that no two processes train or generate the same unit.
+GENERATOR_GROUPS = (
+    ("cgn", "original_cgn"),
+    ("authors_cgn", "original_authors_cgn"),
+    ("original", "irm"),
+    ("original_gan",),
+)
 DATA_SEED = 0
 ORIGINAL_FILES = {
     "colored_mnist": "cgn_colored_MNIST.pth",
@@ -436,6 +444,19 @@ def markdown(table: dict) -> str:
             cells.append(f"{paper[0]} / {paper[1]}" if paper else "–")
         lines.append(f"| {METHOD_NAMES[method]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def split_methods(methods: Sequence[str], workers: int) -> list[tuple[str, ...]]:
+    """Deal ``methods`` to at most ``workers`` processes, whole generator groups at a time,
+    largest group first to the worker with the fewest rows; each share in run order."""
+    if workers < 1:
+        raise ConfigError(f"workers must be at least 1, not {workers}")
+    groups = [tuple(m for m in group if m in methods) for group in GENERATOR_GROUPS]
+    groups = sorted((g for g in groups if g), key=len, reverse=True)
+    shares: list[list[str]] = [[] for _ in range(min(workers, len(groups)))]
+    for group in groups:
+        min(shares, key=len).extend(group)
+    return [tuple(sorted(share, key=RUN_ORDER.index)) for share in shares]
 
 
 def counterfactual_sheet(dataset: CounterfactualDataset, rows: int = 10, columns: int = 10) -> Image.Image:
