@@ -221,7 +221,8 @@ def _reproduce_in_workers(args: argparse.Namespace, reproduction, out: Path, com
         cmd += (["--quick"] if args.quick else []) + (["--data-dir", str(args.data_dir)] if args.data_dir else [])
         log = logs / f"worker{k}.log"
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        workers.append((share, log, subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)))
+        with log.open("w") as sink:  # the child keeps its own handle
+            workers.append((share, log, subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env)))
         print(f"worker {k} ({threads} thread(s)): {' '.join(share)}; log {log}", flush=True)
     start = time.perf_counter()
     try:

@@ -104,8 +104,8 @@ class _GramL1(torch.autograd.Function):
     The same value and gradient as ``F.l1_loss(gram(gen), gram(real))``, but the (B, C, C)
     Gram matrices (16 MiB each for relu4_3 at batch 16) are never materialised: each chunk's
     Grams are built, compared and dropped while in cache, and rebuilt in the backward pass
-    (cheap: H·W is small at 32×32 input). This halves the style loss's time on the CPU
-    (results/train_speed.json).
+    (cheap: H·W is small at 32×32 input). On the CPU this avoids streaming those tensors
+    through memory several times per step (results/train_speed.json, README "Speed").
     """
 
     @staticmethod
