@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=1,
-        help="run the rows in this many processes sharing the CPU threads (2 on a 2-core CPU: about 1.25x)",
+        help="run the rows in this many processes sharing the CPU threads (2 on a 2-core CPU: 1.25-1.7x)",
     )
     rep.set_defaults(func=_reproduce)
     return parser
