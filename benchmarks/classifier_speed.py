@@ -37,9 +37,7 @@ class _Layout(MNISTClassifier):
         self.memory_format = memory_format
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float().contiguous(memory_format=self.memory_format)
-        centred = x - x.mean((2, 3), keepdim=True)
-        x = centred / centred.flatten(1).std(1).clamp_min(self.STANDARDIZE_EPS)[:, None, None, None]
+        x = self.standardized(x.contiguous(memory_format=self.memory_format))
         return F.log_softmax(self.head(self.features(x).flatten(1)), dim=1)
 
 
