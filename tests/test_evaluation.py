@@ -18,6 +18,7 @@ from cgn.data.textures import load_textures
 from cgn.data.wildlife import prepare_texture_bank
 from cgn.digit_classifier import DigitClassifier, classifier_path, load_or_train_digit_classifier
 from cgn.evaluation import (
+    BY_CLASS,
     METRICS,
     _Tally,
     appearance_classifiers,
@@ -229,3 +230,31 @@ def test_unknown_dataset_is_a_clear_error(digits):
 
     with pytest.raises(ConfigError, match="unknown dataset"):
         evaluate_cgn(CGN(ModelConfig(ngf=8, latent_dim=8)), "imagenet", num_samples=4, digit_classifier=digits)
+
+
+def test_tally_counts_hits_per_label():
+    tally = _Tally()
+    tally.add("shape", torch.tensor([1, 1, 2, 0]), torch.tensor([1, 2, 2, 0]))
+    tally.add("shape", torch.tensor([3, 0]), torch.tensor([1, 0]))
+    by_class = tally.per_label()
+    assert by_class["shape_effectiveness_by_class"] == [1.0, 0.5, 0.5] + [None] * 7
+    assert by_class["texture_effectiveness_by_class"] is None  # never judged
+    tally.add_masks(torch.ones(6, 1, 2, 2), torch.tensor([1, 2, 2, 0, 1, 0]))
+    assert tally.result()["shape_effectiveness"] == pytest.approx(4 / 6)  # the mean of the same hits
+
+
+@pytest.mark.parametrize("name", ["colored_mnist", "double_colored_mnist"])
+def test_evaluate_cgn_by_class(data_root, digits, name):
+    torch.manual_seed(0)
+    model = CGN(ModelConfig(ngf=8, latent_dim=8))
+    kwargs = dict(num_samples=300, seed=1, data_root=data_root, batch_size=128, digit_classifier=digits)
+    plain = evaluate_cgn(model, name, **kwargs)
+    metrics = evaluate_cgn(model, name, **kwargs, by_class=True)
+    assert list(metrics) == [*METRICS, *BY_CLASS]
+    assert {k: metrics[k] for k in METRICS} == plain  # the same draws, the same scalars
+    for key in ("shape_effectiveness_by_class", "texture_effectiveness_by_class"):
+        assert len(metrics[key]) == 10 and all(0.0 <= v <= 1.0 for v in metrics[key])  # 300 draws hit every label
+    if name == "colored_mnist":  # no background attribute
+        assert metrics["background_effectiveness_by_class"] is None
+    else:
+        assert len(metrics["background_effectiveness_by_class"]) == 10

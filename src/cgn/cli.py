@@ -101,6 +101,7 @@ def _evaluate_cgn(args: argparse.Namespace) -> None:
         seed=args.seed,
         data_root=args.data_dir,
         shape_noise_scale=args.shape_noise_scale,
+        by_class=True,
     )
     report = {
         "checkpoint": str(args.checkpoint),
@@ -112,8 +113,14 @@ def _evaluate_cgn(args: argparse.Namespace) -> None:
         "metrics": metrics,
         **describe(),
     }
+
+    def show(value: float | list | None, digits: int = 4) -> str:
+        if isinstance(value, list):  # per label 0-9
+            return " ".join(show(v, digits=2) for v in value)
+        return "-" if value is None else f"{value:.{digits}f}"
+
     for key, value in metrics.items():
-        print(f"{key:28} {'-' if value is None else f'{value:.4f}'}")
+        print(f"{key.replace('_effectiveness_by_class', ' eff. by class 0-9'):28} {show(value)}")
     if args.out is not None:
         write_text(args.out, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.out}")

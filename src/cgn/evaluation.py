@@ -15,6 +15,9 @@ independently and uniformly; each mechanism's output is then judged on its own:
   every digit of a class alike (mode collapse), which effectiveness cannot see: a classifier
   trained on such counterfactuals then misreads the real digits' other styles. Real MNIST
   masks score about 0.16;
+- ``by_class=True`` adds ``shape_effectiveness_by_class`` (and the texture and background
+  ones): the effectiveness per label 0-9, so a single failing class (an inverted mask, a digit
+  drawn as another) shows by name instead of as a small drop of the mean;
 - ``shape_leakage_foreground`` / ``shape_leakage_background``: the digit classifier's accuracy
   on the grey-scaled maps (stretched per image to [0, 1], see ``stretched_grey``) against their
   own labels; about 0.10 (chance) means no digit shape leaked into them (a map showing its own
@@ -69,7 +72,8 @@ CROPS_PER_TEXTURE = 1000
 PROTOTYPES_PER_TEXTURE = 16
 HISTOGRAM_BINS = 4  # per channel: a 4×4×4 joint colour histogram
 
-Metrics = dict[str, float | None]
+Metrics = dict[str, float | list[float | None] | None]  # METRICS; with by_class, also BY_CLASS
+BY_CLASS = {f"{name}_effectiveness_by_class": name for name in ("shape", "texture", "background")}
 
 
 # -- appearance features and nearest-prototype classifiers ------------------------------------
@@ -236,14 +240,19 @@ class _Tally:
     def __init__(self) -> None:
         self.correct: dict[str, int] = {}
         self.counts: dict[str, int] = {}
+        self.by_label: dict[str, torch.Tensor] = {}  # name → (2, K): correct, seen per label
         self.mask_sum = self.mask_binary = 0.0
         self.mask_pixels = 0
         self.pair_sums = torch.zeros(NUM_CLASSES, dtype=torch.float64)
         self.pair_counts = torch.zeros(NUM_CLASSES, dtype=torch.long)
 
     def add(self, name: str, predictions: torch.Tensor, labels: torch.Tensor) -> None:
-        self.correct[name] = self.correct.get(name, 0) + int((predictions.cpu() == labels.cpu()).sum())
+        hits, labels = predictions.cpu() == labels.cpu(), labels.cpu()
+        self.correct[name] = self.correct.get(name, 0) + int(hits.sum())
         self.counts[name] = self.counts.get(name, 0) + len(labels)
+        by_label = self.by_label.setdefault(name, torch.zeros(2, NUM_CLASSES, dtype=torch.long))
+        by_label[0].index_add_(0, labels, hits.long())  # correct per label
+        by_label[1].index_add_(0, labels, torch.ones_like(labels))  # seen per label
 
     def add_masks(self, masks: torch.Tensor, labels: torch.Tensor) -> None:
         self.mask_sum += float(masks.double().sum())
@@ -269,6 +278,17 @@ class _Tally:
             "shape_leakage_foreground": rate.get("leak_foreground"),
             "shape_leakage_background": rate.get("leak_background"),
         }
+
+    def per_label(self) -> Metrics:
+        """Effectiveness per label (None for a label never drawn) under the ``BY_CLASS`` keys."""
+        out: Metrics = {}
+        for key, name in BY_CLASS.items():
+            if name not in self.by_label:
+                out[key] = None
+                continue
+            correct, seen = self.by_label[name].tolist()
+            out[key] = [c / n if n else None for c, n in zip(correct, seen, strict=True)]
+        return out
 
     def _mask_diversity(self) -> float | None:
         seen = self.pair_counts > 0
@@ -320,6 +340,7 @@ def evaluate_cgn(
     batch_size: int = 500,
     digit_classifier: DigitClassifier | None = None,
     shape_noise_scale: float = 1.0,
+    by_class: bool = False,
 ) -> Metrics:
     """The disentanglement metrics (module docstring) of ``model`` trained on ``dataset``.
 
@@ -330,6 +351,7 @@ def evaluate_cgn(
     of ``data_root`` (trained on first use). Returns fractions in [0, 1]; the background
     metrics are None where the dataset has none. ``shape_noise_scale`` scales the shape
     mechanism's noise, as ``GenerationSpec.shape_noise_scale`` does for generated datasets.
+    ``by_class`` adds the effectiveness per label (``BY_CLASS``).
     """
     if num_samples <= 0 or batch_size <= 0:
         raise ValueError(f"num_samples and batch_size must be positive, got {num_samples} and {batch_size}")
@@ -359,7 +381,7 @@ def evaluate_cgn(
                 )
     finally:
         model.train(was_training)
-    metrics = tally.result()
+    metrics = tally.result() | (tally.per_label() if by_class else {})
     if background_judge is None:
         metrics["background_effectiveness"] = None
     log.info("evaluate_cgn(%s, n=%d, seed=%d): %s", dataset, num_samples, seed, metrics)
@@ -377,6 +399,7 @@ def evaluate_real_data(
     batch_size: int = 1000,
     digit_classifier: DigitClassifier | None = None,
     mnist: MNIST | None = None,
+    by_class: bool = False,
 ) -> Metrics:
     """The metrics of ``evaluate_cgn`` on a real split: what a perfect CGN would score.
 
@@ -385,6 +408,7 @@ def evaluate_real_data(
     all-background mask), the labels the digit label and the two attribute indices. Expect
     effectiveness ≈ 1, a binary share of 1 and leakage ≈ 0.1. Leakage on the background is
     None where the dataset has no background attribute (its background is black).
+    ``by_class`` adds the effectiveness per label, as for ``evaluate_cgn``.
     """
     ds = build_dataset(dataset, split, seed, data_root, mnist=mnist)
     texture_judge, background_judge = appearance_classifiers(dataset, data_root)
@@ -406,6 +430,6 @@ def evaluate_real_data(
             background,
             (ds.labels[index], attributes["foreground_attr"], y_background),
         )
-    metrics = tally.result()
+    metrics = tally.result() | (tally.per_label() if by_class else {})
     log.info("evaluate_real_data(%s/%s, n=%d): %s", dataset, split, n, metrics)
     return metrics
