@@ -144,6 +144,13 @@ def test_markdown_puts_the_paper_beside_ours():
     paper = PAPER["original_cgn"]["colored_mnist"]
     assert f"| Original + CGN | 99.0 / **96.5** ± 0.4 (96.0) | {paper[0]} / {paper[1]} |" in text
     assert "Original |" not in text  # rows without results are left out
+    assert "Unfinished" not in text
+
+    table["datasets"]["colored_mnist"]["cgn"] = {**entry, "seeds": [0], "test_acc": {"mean": 91.0, "std": 0.0}}
+    text = markdown(table)
+    assert "| CGN only | 99.0 / **91.0** (96.0) · seed 0 |" in text  # one of three seeds so far
+    assert "Unfinished: a cell that names its seeds averages only those." in text
+    assert "± 0.4 (96.0) |" in text  # the finished cell names none
 
 
 def test_reproduce_rejects_unknown_datasets(capsys):

@@ -412,12 +412,20 @@ def _schedule_dict(schedule: Schedule) -> dict:
     return data
 
 
-def _cell(entry: dict | None) -> str:
+def _cell(entry: dict | None, seeds: Sequence[int]) -> str:
+    """One result; a cell of an unfinished table (fewer seeds than ``seeds``) names its seeds."""
     if entry is None:
         return "–"
     test, official = entry["test_acc"], entry["test_official_acc"]
     spread = f" ± {test['std']:.1f}" if len(entry["seeds"]) > 1 else ""
-    return f"{entry['train_acc']['mean']:.1f} / **{test['mean']:.1f}**{spread} ({official['mean']:.1f})"
+    text = f"{entry['train_acc']['mean']:.1f} / **{test['mean']:.1f}**{spread} ({official['mean']:.1f})"
+    if list(entry["seeds"]) != list(seeds):
+        text += f" · {'seeds' if len(entry['seeds']) > 1 else 'seed'} {', '.join(map(str, entry['seeds']))}"
+    return text
+
+
+def _unfinished(table: dict) -> bool:
+    return any(list(e["seeds"]) != list(table["seeds"]) for rows in table["datasets"].values() for e in rows.values())
 
 
 def markdown(table: dict) -> str:
@@ -428,6 +436,7 @@ def markdown(table: dict) -> str:
         "",
         "Accuracy in %: train / **de-correlated test** ± std over seeds (test_official). "
         f"Seeds {table['seeds']}; {table['wall_time_s'] / 60:.1f} min of compute on {table['machine']}.",
+        *(["", "Unfinished: a cell that names its seeds averages only those."] if _unfinished(table) else []),
         "",
         f"Command: `{table['command']}`",
         "",
@@ -439,7 +448,7 @@ def markdown(table: dict) -> str:
             continue
         cells = []
         for d in datasets:
-            cells.append(_cell(table["datasets"][d].get(method)))
+            cells.append(_cell(table["datasets"][d].get(method), table["seeds"]))
             paper = PAPER.get(method, {}).get(d)
             cells.append(f"{paper[0]} / {paper[1]}" if paper else "–")
         lines.append(f"| {METHOD_NAMES[method]} | " + " | ".join(cells) + " |")
