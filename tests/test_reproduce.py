@@ -14,6 +14,7 @@ from cgn.classifier import ClassifierConfig
 from cgn.cli import main
 from cgn.config import load_config
 from cgn.errors import ConfigError
+from cgn.files import write_text
 from cgn.model import CGN, ConditionalGAN, matched_width, parameter_count
 from cgn.reproduce import GENERATOR_GROUPS, METHODS, PAPER, Reproduction, Schedule, markdown, split_methods
 from cgn.trainer import train_cgn
@@ -166,8 +167,12 @@ def test_methods_run_only_those_rows_and_share_the_run(tmp_path, data_root, tiny
     )
     first = make().run(tmp_path / "a.json", command="a", quick=False, methods=["irm"])
     assert set(first["datasets"]["double_colored_mnist"]) == {"irm"}
+    status = make().status()
+    assert (status.done, status.total, status.untimed) == (1, 2, 1)  # original has never run: no estimate
+    assert "1/2 units done" in status.line() and "1 unit(s) of a kind not yet timed" in status.line()
     second = make().run(tmp_path / "b.json", command="b", quick=False, methods=["original"])
     assert set(second["datasets"]["double_colored_mnist"]) == {"original", "irm"}  # reports every finished row
+    assert make().status().line() == "table: all 2 units done"
     record = json.loads(
         (tmp_path / "runs" / "double_colored_mnist" / "seed0" / "classifiers" / "original.json").read_text()
     )
@@ -216,3 +221,27 @@ def test_reproduce_workers_bad_input_is_one_line(tmp_path, capsys, argv, message
 
     code = main(["reproduce", "table2", "--run-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "t.json"), *argv])
     assert code != 0 and message in capsys.readouterr().err
+
+
+def test_table_units_share_generators_and_status_costs_them_by_kind(tmp_path, tiny_schedule):
+    methods = ("original", "cgn", "original_cgn", "original_gan", "irm")  # no authors' rows
+    reproduction = Reproduction(
+        tmp_path / "runs", replace(tiny_schedule, methods=methods), datasets=["double_colored_mnist"], seeds=[0, 1]
+    )
+    units = reproduction.units()
+    per_seed = ["original", "cgn", "counterfactuals_cgn", "original_cgn", "cgn", "gan", "counterfactuals_gan"]
+    assert [u.name for u in units] == [*per_seed, "original_gan", "irm"] * 2  # one generator per kind and seed
+    assert [u.seed for u in units] == [0] * 9 + [1] * 9
+    # Seed 0 finished; seed 1 is costed at seed 0's times, split between the workers.
+    for unit in units[:9]:
+        write_text(unit.marker, json.dumps({"seconds": 100.0}) + "\n")
+    status = reproduction.status(workers=2)
+    assert (status.done, status.total, status.untimed, status.seconds_left) == (9, 18, 0, 450.0)
+    assert status.line() == "table: 9/18 units done, about 0.1 h left"
+
+
+def test_reproduce_status_runs_nothing(tmp_path, capsys):
+    run_dir = tmp_path / "runs"
+    assert main(["reproduce", "table2", "--quick", "--run-dir", str(run_dir), "--status"]) == 0
+    assert capsys.readouterr().out.startswith("table: 0/")
+    assert [p.name for p in run_dir.iterdir()] == ["schedule.json"]  # nothing trained or generated

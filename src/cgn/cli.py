@@ -195,6 +195,9 @@ def _reproduce(args: argparse.Namespace) -> None:
     command = " ".join(["cgn", *map(shlex.quote, sys.argv[1:])])
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, not {args.workers}")
+    if args.status:
+        print(reproduction.status(args.methods, workers=args.workers).line())
+        return
     if args.workers > 1:
         table = _reproduce_in_workers(args, reproduction, out, command)
     else:
@@ -235,6 +238,7 @@ def _reproduce_in_workers(args: argparse.Namespace, reproduction, out: Path, com
     try:
         while any(p.poll() is None for _, _, p in workers):
             time.sleep(1 if time.perf_counter() - start < 5 else 30)
+            print(reproduction.status(workers=len(shares)).line(), flush=True)
             for k, (_, log, p) in enumerate(workers):
                 lines = [x for x in log.read_text(errors="replace").replace("\r", "\n").splitlines() if x.strip()]
                 state = "running" if p.poll() is None else f"exited {p.returncode}"
@@ -364,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="run the rows in this many processes sharing the CPU threads (2 on a 2-core CPU: 1.25-1.7x)",
+    )
+    rep.add_argument(
+        "--status",
+        action="store_true",
+        help="print how many units are done and an estimate of the time left, then exit (runs nothing)",
     )
     rep.set_defaults(func=_reproduce)
     return parser

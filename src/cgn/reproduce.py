@@ -49,6 +49,44 @@ DATASETS = ("colored_mnist", "double_colored_mnist", "wildlife_mnist")
 METHODS = ("original", "original_gan", "irm", "cgn", "original_cgn", "authors_cgn", "original_authors_cgn")
 # The order units run in: the rows that show the effect first, so a partial table says most.
 RUN_ORDER = ("original", "original_cgn", "cgn", "authors_cgn", "original_authors_cgn", "original_gan", "irm")
+# The generator whose counterfactuals a row trains on (None: the real data only).
+GENERATOR_KIND = {
+    "cgn": "cgn",
+    "original_cgn": "cgn",
+    "authors_cgn": "authors",
+    "original_authors_cgn": "authors",
+    "original_gan": "gan",
+}
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One resumable piece of a table: a generator's training (name ``cgn`` / ``gan``), a
+    counterfactual set (``counterfactuals_<kind>``) or a row's classifier (the method); done
+    when its ``marker`` file, which records the seconds it took, exists."""
+
+    dataset: str
+    seed: int
+    name: str
+    marker: Path
+
+
+@dataclass(frozen=True)
+class TableStatus:
+    done: int
+    total: int
+    seconds_left: float  # the estimate for the timed units left, divided among the workers
+    untimed: int  # units left of a kind that has not finished once yet (not in the estimate)
+
+    def line(self) -> str:
+        if self.done == self.total:
+            return f"table: all {self.total} units done"
+        estimate = f"about {self.seconds_left / 3600:.1f} h left"
+        if self.untimed:
+            estimate += f" plus {self.untimed} unit(s) of a kind not yet timed"
+        return f"table: {self.done}/{self.total} units done, {estimate}"
+
+
 # Rows that share a generator (ours, the authors', the GAN's, none): a worker takes a whole
 # group, so that no two processes train or generate the same unit.
 GENERATOR_GROUPS = (
@@ -271,16 +309,18 @@ class Reproduction:
         source = build_dataset(dataset, "train", DATA_SEED, self.data_dir)
         return Subset(source, self.schedule.real_limit) if self.schedule.real_limit else source
 
+    def classifier_record(self, dataset: str, seed: int, method: str) -> Path:
+        return self.run_dir / dataset / f"seed{seed}" / "classifiers" / f"{method}.json"
+
     def classify(self, dataset: str, seed: int, method: str) -> dict | None:
         """Train and evaluate one row's classifier; its JSON is the unit's marker."""
-        path = self.run_dir / dataset / f"seed{seed}" / "classifiers" / f"{method}.json"
+        path = self.classifier_record(dataset, seed, method)
         if path.exists():
             return json.loads(path.read_text())
         s = self.schedule
         config = replace(s.classifier, seed=seed)
         environments = None
-        kind = {"original_gan": "gan", "cgn": "cgn", "original_cgn": "cgn"}.get(method)
-        kind = "authors" if "authors" in method else kind
+        kind = GENERATOR_KIND.get(method)
         counterfactual = self.counterfactuals(dataset, seed, kind) if kind else None
         if kind and counterfactual is None:
             log.warning(
@@ -328,6 +368,51 @@ class Reproduction:
         write_text(path, json.dumps(record, indent=2) + "\n")
         return record
 
+    # -- progress -------------------------------------------------------------------------------
+    def units(self, methods: Sequence[str] | None = None) -> list[Unit]:
+        """Every unit the rows ``methods`` (default: the schedule's) need, in run order."""
+        selected = sorted(self.schedule.methods if methods is None else methods, key=RUN_ORDER.index)
+        units: dict[Path, Unit] = {}  # keyed by marker: rows share their generator's units
+        for seed in self.seeds:
+            for dataset in self.datasets:
+                folder = self.run_dir / dataset / f"seed{seed}"
+                for method in selected:
+                    kind = GENERATOR_KIND.get(method)
+                    if kind == "authors" and (
+                        dataset == "colored_mnist" or original_checkpoint(dataset, self.data_dir) is None
+                    ):
+                        continue  # skipped rows, as run() skips them
+                    if kind in ("cgn", "gan"):  # trained here; the authors' is imported
+                        marker = folder / kind / "unit.json"
+                        units.setdefault(marker, Unit(dataset, seed, kind, marker))
+                    if kind is not None:
+                        marker = folder / f"counterfactuals_{kind}" / "unit.json"
+                        units.setdefault(marker, Unit(dataset, seed, f"counterfactuals_{kind}", marker))
+                    marker = self.classifier_record(dataset, seed, method)
+                    units[marker] = Unit(dataset, seed, method, marker)
+        return list(units.values())
+
+    def status(self, methods: Sequence[str] | None = None, workers: int = 1) -> TableStatus:
+        """Units done and an estimate of the time left: each unit left is costed at the mean of
+        the finished units of its name on its dataset (else on any dataset)."""
+        units = self.units(methods)
+        done = [u for u in units if u.marker.exists()]
+        seconds: dict[tuple[str, str], list[float]] = {}
+        for u in done:
+            took = json.loads(u.marker.read_text())["seconds"]
+            seconds.setdefault((u.name, u.dataset), []).append(took)
+            seconds.setdefault((u.name, "*"), []).append(took)
+        left, untimed = 0.0, 0
+        for u in units:
+            if u.marker.exists():
+                continue
+            known = seconds.get((u.name, u.dataset)) or seconds.get((u.name, "*"))
+            if known:
+                left += statistics.fmean(known)
+            else:
+                untimed += 1
+        return TableStatus(len(done), len(units), left / max(1, workers), untimed)
+
     # -- the table ------------------------------------------------------------------------------
     def run(self, out: str | os.PathLike, *, command: str, quick: bool, methods: Sequence[str] | None = None) -> dict:
         """Run (or resume) every unit, rewriting the table after each classifier.
@@ -348,6 +433,8 @@ class Reproduction:
                 for method in sorted(selected, key=RUN_ORDER.index):
                     if method.endswith("authors_cgn") and dataset == "colored_mnist":
                         continue  # their colored-MNIST CGN learned another palette (README)
+                    if self.progress and not self.classifier_record(dataset, seed, method).exists():
+                        print(self.status(selected).line(), flush=True)  # the whole table's progress
                     self.classify(dataset, seed, method)
                     table = self.write(out, command=command, quick=quick, session_seconds=time.perf_counter() - start)
                 if seed == self.seeds[0]:
