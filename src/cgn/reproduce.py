@@ -59,6 +59,11 @@ GENERATOR_KIND = {
 }
 
 
+def not_in_table(dataset: str, method: str) -> bool:
+    """The authors' colored-MNIST CGN learned another palette than ours (README): no such rows."""
+    return GENERATOR_KIND.get(method) == "authors" and dataset == "colored_mnist"
+
+
 @dataclass(frozen=True)
 class Unit:
     """One resumable piece of a table: a generator's training (name ``cgn`` / ``gan``), a
@@ -378,10 +383,10 @@ class Reproduction:
                 folder = self.run_dir / dataset / f"seed{seed}"
                 for method in selected:
                     kind = GENERATOR_KIND.get(method)
-                    if kind == "authors" and (
-                        dataset == "colored_mnist" or original_checkpoint(dataset, self.data_dir) is None
+                    if not_in_table(dataset, method) or (
+                        kind == "authors" and original_checkpoint(dataset, self.data_dir) is None
                     ):
-                        continue  # skipped rows, as run() skips them
+                        continue  # rows run() skips
                     if kind in ("cgn", "gan"):  # trained here; the authors' is imported
                         marker = folder / kind / "unit.json"
                         units.setdefault(marker, Unit(dataset, seed, kind, marker))
@@ -396,7 +401,7 @@ class Reproduction:
         """Units done and an estimate of the time left: each unit left is costed at the mean of
         the finished units of its name on its dataset (else on any dataset)."""
         units = self.units(methods)
-        done = [u for u in units if u.marker.exists()]
+        done = {u for u in units if u.marker.exists()}
         seconds: dict[tuple[str, str], list[float]] = {}
         for u in done:
             took = json.loads(u.marker.read_text())["seconds"]
@@ -404,7 +409,7 @@ class Reproduction:
             seconds.setdefault((u.name, "*"), []).append(took)
         left, untimed = 0.0, 0
         for u in units:
-            if u.marker.exists():
+            if u in done:
                 continue
             known = seconds.get((u.name, u.dataset)) or seconds.get((u.name, "*"))
             if known:
@@ -431,8 +436,8 @@ class Reproduction:
         for seed in self.seeds:
             for dataset in self.datasets:
                 for method in sorted(selected, key=RUN_ORDER.index):
-                    if method.endswith("authors_cgn") and dataset == "colored_mnist":
-                        continue  # their colored-MNIST CGN learned another palette (README)
+                    if not_in_table(dataset, method):
+                        continue
                     if self.progress and not self.classifier_record(dataset, seed, method).exists():
                         print(self.status(selected).line(), flush=True)  # the whole table's progress
                     self.classify(dataset, seed, method)
