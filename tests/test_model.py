@@ -34,6 +34,16 @@ def test_shuffler_is_a_circular_shift_of_the_tiled_map():
         assert torch.equal(out[i], torch.roll(x[i], shifts=(-int(dy[i]), -int(dx[i])), dims=(1, 2)))
 
 
+def test_the_shift_gradient_is_the_inverse_shift_as_autograd_would_give():
+    x = torch.randn(3, 2, 8, 8, requires_grad=True)
+    dy, dx = torch.tensor([0, 3, 8]), torch.tensor([5, 0, 7])
+    upstream = torch.randn(3, 2, 8, 8)
+    (grad,) = torch.autograd.grad(circular_shift(x, dy, dx), x, upstream)
+    rolled = torch.stack([torch.roll(x[i], shifts=(-int(dy[i]), -int(dx[i])), dims=(1, 2)) for i in range(3)])
+    (expected,) = torch.autograd.grad(rolled, x, upstream)  # autograd through plain ops
+    assert torch.equal(grad, expected)
+
+
 def test_shuffler_preserves_content_and_is_seeded():
     x = torch.randn(4, 3, 32, 32)
     a = Shuffler()(x, torch.Generator().manual_seed(1))

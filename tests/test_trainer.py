@@ -12,7 +12,7 @@ from cgn.config import load_config
 from cgn.data.double_colored import DoubleColoredMNIST
 from cgn.errors import CheckpointError, ConfigError
 from cgn.model import CGN
-from cgn.trainer import Trainer, WeightAverage, recalibrate_batchnorm, train_cgn
+from cgn.trainer import Trainer, WeightAverage, frozen, recalibrate_batchnorm, train_cgn
 from tests.conftest import REPO
 
 
@@ -112,6 +112,26 @@ def test_frame_init_starts_the_background_at_the_real_frame_colour(tmp_path, dat
     expected = (DoubleColoredMNIST.background_colors * 2 - 1).mean(0).clamp(-0.95, 0.95)
     assert torch.allclose(torch.tanh(trainer.generator.background.out_norm.bias), expected, atol=0.02)
     assert torch.equal(trainer.average.model.background.out_norm.bias, trainer.generator.background.out_norm.bias)
+
+
+def test_frozen_leaves_the_input_gradient_and_restores_the_flags(debug_config):
+    d = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LeakyReLU(0.2), torch.nn.Linear(3, 1))
+    x = torch.randn(5, 4, requires_grad=True)
+    (expected,) = torch.autograd.grad(d(x).sum(), x)
+    with frozen(d):
+        out = d(x).sum()
+    (grad,) = torch.autograd.grad(out, x)
+    assert torch.equal(grad, expected)
+    assert all(p.grad is None for p in d.parameters())
+    with pytest.raises(RuntimeError), frozen(d):
+        raise RuntimeError("a failing step")
+    assert all(p.requires_grad for p in d.parameters())
+
+
+def test_a_step_leaves_the_discriminator_trainable_with_gradients(tmp_path, data_root, debug_config):
+    trainer = Trainer(debug_config, tmp_path / "run", data_root=data_root)
+    trainer.train_step()
+    assert all(p.requires_grad and p.grad is not None for p in trainer.discriminator.parameters())
 
 
 def test_existing_run_needs_resume(tmp_path, data_root, debug_config):

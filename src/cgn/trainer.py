@@ -141,6 +141,16 @@ def init_background_bias(generator: torch.nn.Module, frame_colour: torch.Tensor,
         background.out_norm.bias.copy_(torch.atanh(frame_colour.clamp(-limit, limit)))
 
 
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module):
+    """``module``'s parameters need no gradient inside (what is built there cannot reach them)."""
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        module.requires_grad_(True)
+
+
 class Trainer:
     """Owns models, optimisers, data and random state of one run; ``fit`` runs it."""
 
@@ -204,7 +214,8 @@ class Trainer:
         noise = self.generator.sample_noise(b, self.rng)  # shared by the three mechanisms
 
         self.opt_g.zero_grad(set_to_none=True)
-        with self.autocast():
+        # Frozen: the graph reaches the discriminator's input but none of its weights.
+        with self.autocast(), frozen(self.discriminator):
             out = self.generator(y_gen, noise=noise, generator=self.rng)
             d_fake = self.discriminator(out.image, y_gen)
             mask = out.mask.float() if out.mask is not None else None  # the cGAN baseline has none
