@@ -106,10 +106,12 @@ def test_a_tiny_reproduction_runs_every_method_and_resumes(tmp_path, data_root, 
         Reproduction(tmp_path / "runs", replace(tiny_schedule, per_mask=5), progress=False)
     config_file = tmp_path / "configs" / "double_colored_mnist.toml"
     config_file.write_text(config_file.read_text().replace("[train]", "[train]\nema_decay = 0.5"))
+    edited = Reproduction(tmp_path / "runs", tiny_schedule, data_dir=data_root, progress=False)
     with pytest.raises(ConfigError, match="another CGN recipe"):
-        Reproduction(tmp_path / "runs", tiny_schedule, data_dir=data_root, progress=False).train_generator(
-            "double_colored_mnist", 0, "cgn"
-        )
+        edited.train_generator("double_colored_mnist", 0, "cgn")
+    with pytest.raises(ConfigError, match="seed0/cgn was trained with another CGN recipe"):
+        edited.train_generator("double_colored_mnist", 2, "cgn")  # a seed not started yet
+    assert not (tmp_path / "runs" / "double_colored_mnist" / "seed2").exists()
 
 
 def test_seeds_are_aggregated_as_mean_and_std(tmp_path, tiny_schedule):

@@ -242,12 +242,16 @@ class Reproduction:
 
         folder = self.run_dir / dataset / f"seed{seed}" / kind
         config = self.generator_config(dataset, seed, kind)
-        saved = folder / "config.json"
-        if saved.exists() and not config.matches(json.loads(saved.read_text())):
-            raise ConfigError(
-                f"{folder} was trained with another {kind.upper()} recipe than {self.schedule.cgn_config_dir} "
-                "gives now: finish the table in a new --run-dir (or delete the old one)"
-            )
+        # This seed's folder, and every other seed's: one table, one recipe (a config edited
+        # between two seeds would otherwise go unnoticed).
+        for saved in sorted((self.run_dir / dataset).glob(f"seed*/{kind}/config.json")):
+            other = json.loads(saved.read_text())
+            if not config.override(f"train.seed={other['train']['seed']}").matches(other):
+                raise ConfigError(
+                    f"{saved.parent} was trained with another {kind.upper()} recipe than "
+                    f"{self.schedule.cgn_config_dir} gives now: finish the table in a new --run-dir "
+                    "(or restore the recipe it was started with)"
+                )
         self._timed(
             folder / "unit.json",
             lambda: train_cgn(config, folder, resume=True, data_root=self.data_dir, progress=self.progress),
