@@ -20,6 +20,8 @@ import argparse
 import json
 import logging
 import os
+import shlex
+import sys
 from pathlib import Path
 
 import torch
@@ -94,6 +96,7 @@ def main() -> None:
                 "train_minutes": None,
                 "config": "authors' released checkpoint (15 epochs at batch 16)",
             }
+        entry["command"] = " ".join(["python", *map(shlex.quote, sys.argv)])  # the file merges several runs
         result[dataset] = entry
         print(dataset, json.dumps(entry, indent=1), flush=True)
         write_result(args.out, result)

@@ -1,10 +1,13 @@
 """Training images per second of the paper's MNIST CGN on this machine, and where a step's time goes.
 
 For each dataset × batch size × style loss on/off × precision, runs the real training step
-(`Trainer.train_step`) and reports the median of 3 timed runs, twice in the same run: as the
-trainer runs it ("ours": channels-last convolutions, the fused Adam, the chunked Gram-L1 style
-loss) and as a plain PyTorch port runs it ("plain": contiguous tensors, the per-parameter Adam
-loop, whole-batch Gram matrices compared by ``F.l1_loss``; our trainer until 2026-11). The style loss uses VGG-16 with random weights (the same cost as ImageNet weights).
+(`Trainer.train_step`) and reports the median of 3 timed blocks, twice in the same run, the
+blocks alternating: as the trainer runs it ("ours": channels-last convolutions, the fused Adam,
+the chunked Gram-L1 style loss, the discriminator frozen in the generator step, the shuffler's
+gradient as a gather) and as a plain PyTorch port runs it ("plain": contiguous tensors, the
+per-parameter Adam loop, whole-batch Gram matrices compared by ``F.l1_loss``, the
+discriminator's weight gradients built in the generator step too, autograd's ``index_put`` for
+the shuffler). The style loss uses VGG-16 with random weights (the same cost as ImageNet weights).
 A phase profile (ours, batch 16) splits a step into data, generator forward, discriminator,
 style loss, backward and optimiser.
 
@@ -15,15 +18,19 @@ Usage: python benchmarks/train_speed.py [--steps 30] [--datasets ...]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
 
+from cgn import mechanisms
+from cgn import trainer as trainer_module
 from cgn.config import paper_config
 from cgn.environment import write_result
 from cgn.losses import StyleLoss, discriminator_adversarial_loss, gram
@@ -70,16 +77,34 @@ def make_plain(trainer: Trainer) -> Trainer:
     return trainer
 
 
-def seconds_per_step(trainer: Trainer, steps: int, repeats: int = 3) -> float:
+@contextlib.contextmanager
+def plain_step():
+    """While inside, train steps run as a plain port would: the discriminator's weight gradients
+    are built in the generator step too, and the shuffler's gradient goes through autograd's
+    accumulating ``index_put``."""
+    with (
+        mock.patch.object(trainer_module, "frozen", lambda module: contextlib.nullcontext()),
+        mock.patch.object(mechanisms, "circular_shift", mechanisms._shift_gather),
+    ):
+        yield
+
+
+def seconds_per_step(ours: Trainer, plain: Trainer, steps: int, repeats: int = 3) -> tuple[float, float]:
+    """Median seconds per step of both trainers, timed in alternating blocks (the machine's
+    speed drifts by tens of percent within minutes)."""
     for _ in range(5):
-        trainer.train_step()
-    times = []
+        ours.train_step()
+        with plain_step():
+            plain.train_step()
+    times: dict[str, list[float]] = {"ours": [], "plain": []}
     for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            trainer.train_step()
-        times.append((time.perf_counter() - start) / steps)
-    return statistics.median(times)
+        for name, trainer in (("ours", ours), ("plain", plain)):
+            with plain_step() if name == "plain" else contextlib.nullcontext():
+                start = time.perf_counter()
+                for _ in range(steps):
+                    trainer.train_step()
+                times[name].append((time.perf_counter() - start) / steps)
+    return statistics.median(times["ours"]), statistics.median(times["plain"])
 
 
 def phase_profile(trainer: Trainer, steps: int) -> dict[str, float]:
@@ -100,7 +125,7 @@ def phase_profile(trainer: Trainer, steps: int) -> dict[str, float]:
         noise = g.sample_noise(len(y_real), trainer.rng)
         t = tick("data", t)
         trainer.opt_g.zero_grad(set_to_none=True)
-        with trainer.autocast():
+        with trainer.autocast(), trainer_module.frozen(d):
             out = g(y_gen, noise=noise, generator=trainer.rng)
             t = tick("generator_forward", t)
             d_fake = d(out.image, y_gen)
@@ -137,9 +162,8 @@ def main() -> None:
                 for style in (True, False):
                     for precision in args.precisions:
                         trainer = make_trainer(dataset, batch, style, precision, Path(tmp) / f"{len(rows)}")
-                        s = seconds_per_step(trainer, max(5, args.steps * 16 // batch))
                         plain = make_plain(make_trainer(dataset, batch, style, precision, Path(tmp) / f"p{len(rows)}"))
-                        s_plain = seconds_per_step(plain, max(5, args.steps * 16 // batch))
+                        s, s_plain = seconds_per_step(trainer, plain, max(5, args.steps * 16 // batch))
                         row = {
                             "dataset": dataset,
                             "batch_size": batch,
@@ -162,7 +186,8 @@ def main() -> None:
         "rows": rows,
         "profile_ms_per_step": profiles,
         "authors_seconds_per_step_batch16": AUTHORS,
-        "notes": "style loss = VGG-16 with random weights (same cost as ImageNet weights); medians of 3 runs",
+        "notes": "style loss = VGG-16 with random weights (same cost as ImageNet weights); medians of 3 "
+        "timed blocks, ours and plain alternating",
         "torch_threads": torch.get_num_threads(),
     }
     write_result(args.out, result)
