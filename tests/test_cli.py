@@ -20,7 +20,7 @@ def test_train_cgn_writes_a_run(tmp_path, data_root, capsys):
 def test_train_cgn_reports_bad_overrides_in_one_line(tmp_path, capsys):
     assert main(["train-cgn", "--dataset", "wildlife_mnist", "train.batchsize=3", "--out-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "did you mean 'batch_size'" in err
+    assert err.count("\n") == 1 and "did you mean 'train.batch_size'" in err
 
 
 def test_import_original(tmp_path, capsys):

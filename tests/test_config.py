@@ -36,7 +36,7 @@ def test_overrides_are_typed():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("train.batchsize=4", "unknown config key 'train.batchsize'; did you mean 'batch_size'?"),
+        ("train.batchsize=4", "unknown config key 'train.batchsize'; did you mean 'train.batch_size'?"),
         ("train.batch_size=1.5", "train.batch_size must be int, not float"),
         ("train.batch_size=abc", "train.batch_size must be int, not str"),
         ("loss.style_weights=[1, 2]", "loss.style_weights needs 4 values"),

@@ -191,7 +191,8 @@ def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
         where = f"{path}.{key}" if path else key
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(fields)}"
+            near = f"{path}.{close[0]}" if close and path else (close[0] if close else "")
+            hint = f"; did you mean {near!r}?" if close else f"; known keys: {', '.join(fields)}"
             raise ConfigError(f"unknown config key {where!r}{hint}")
         values[key] = _coerce(hints[key], value, where)
     return cls(**values)
