@@ -114,7 +114,7 @@ def test_frame_init_starts_the_background_at_the_real_frame_colour(tmp_path, dat
     assert torch.equal(trainer.average.model.background.out_norm.bias, trainer.generator.background.out_norm.bias)
 
 
-def test_frozen_leaves_the_input_gradient_and_restores_the_flags(debug_config):
+def test_frozen_leaves_the_input_gradient_and_restores_the_flags():
     d = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LeakyReLU(0.2), torch.nn.Linear(3, 1))
     x = torch.randn(5, 4, requires_grad=True)
     (expected,) = torch.autograd.grad(d(x).sum(), x)
@@ -123,9 +123,10 @@ def test_frozen_leaves_the_input_gradient_and_restores_the_flags(debug_config):
     (grad,) = torch.autograd.grad(out, x)
     assert torch.equal(grad, expected)
     assert all(p.grad is None for p in d.parameters())
+    d[0].bias.requires_grad_(False)  # frozen on purpose: stays so
     with pytest.raises(RuntimeError), frozen(d):
         raise RuntimeError("a failing step")
-    assert all(p.requires_grad for p in d.parameters())
+    assert [p.requires_grad for p in d.parameters()] == [True, False, True, True]
 
 
 def test_a_step_leaves_the_discriminator_trainable_with_gradients(tmp_path, data_root, debug_config):

@@ -113,7 +113,8 @@ def _shift_gather(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.
 
 class _CircularShift(torch.autograd.Function):
     """The shift is a permutation, so its gradient is the inverse shift of the incoming one: a
-    gather, bit-identical to and 3-4× cheaper than autograd's accumulating ``index_put``."""
+    gather, bit-identical to autograd's accumulating ``index_put`` and about 3× cheaper (a
+    batch-16 profile: 0.1-0.3 ms against 0.5-0.8 ms per call)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:

@@ -143,12 +143,15 @@ def init_background_bias(generator: torch.nn.Module, frame_colour: torch.Tensor,
 
 @contextlib.contextmanager
 def frozen(module: torch.nn.Module):
-    """``module``'s parameters need no gradient inside (what is built there cannot reach them)."""
+    """``module``'s parameters need no gradient inside (what is built there cannot reach them);
+    each gets its own flag back on the way out."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
     module.requires_grad_(False)
     try:
         yield
     finally:
-        module.requires_grad_(True)
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 class Trainer:
