@@ -515,13 +515,18 @@ def _cell(entry: dict | None, seeds: Sequence[int]) -> str:
     test, official = entry["test_acc"], entry["test_official_acc"]
     spread = f" ± {test['std']:.1f}" if len(entry["seeds"]) > 1 else ""
     text = f"{entry['train_acc']['mean']:.1f} / **{test['mean']:.1f}**{spread} ({official['mean']:.1f})"
-    if list(entry["seeds"]) != list(seeds):
+    if _partial(entry, seeds):
         text += f" · {'seeds' if len(entry['seeds']) > 1 else 'seed'} {', '.join(map(str, entry['seeds']))}"
     return text
 
 
+def _partial(entry: dict, seeds: Sequence[int]) -> bool:
+    """Whether a result averages fewer seeds than its table's."""
+    return list(entry["seeds"]) != list(seeds)
+
+
 def _unfinished(table: dict) -> bool:
-    return any(list(e["seeds"]) != list(table["seeds"]) for rows in table["datasets"].values() for e in rows.values())
+    return any(_partial(e, table["seeds"]) for rows in table["datasets"].values() for e in rows.values())
 
 
 def markdown(table: dict) -> str:
