@@ -52,15 +52,21 @@ def tiny_schedule(tmp_path):
 
 def test_a_tiny_reproduction_runs_every_method_and_resumes(tmp_path, data_root, tiny_schedule):
     out = tmp_path / "results" / "table2.json"
-    reproduction = Reproduction(
-        tmp_path / "runs",
-        tiny_schedule,
-        datasets=["double_colored_mnist"],
-        seeds=[0],
-        data_dir=data_root,
-        sheets_dir=tmp_path / "results" / "sheets",
-        progress=False,
-    )
+    runs, kept = tmp_path / "runs", tmp_path / "results" / "records"  # artefacts; small records
+
+    def reproduction_of(seeds):
+        return Reproduction(
+            runs,
+            tiny_schedule,
+            datasets=["double_colored_mnist"],
+            seeds=seeds,
+            data_dir=data_root,
+            sheets_dir=tmp_path / "results" / "sheets",
+            progress=False,
+            records_dir=kept,
+        )
+
+    reproduction = reproduction_of([0])
     table = reproduction.run(out, command="cgn reproduce table2 (test)", quick=False)
     saved = json.loads(out.read_text())
     assert saved["seeds"] == [0] and saved["quick"] is False and saved["wall_time_s"] > 0
@@ -85,33 +91,43 @@ def test_a_tiny_reproduction_runs_every_method_and_resumes(tmp_path, data_root, 
     assert out.with_suffix(".md").read_text() == markdown(table)
     # A rerun recomputes nothing: every unit's record stays as it was; the sheets always show
     # the run's own data (a stale sheet from another run is replaced).
-    records = sorted((tmp_path / "runs").glob("**/classifiers/*.json"))
+    records = sorted(kept.glob("**/classifiers/*.json"))
+    assert len(records) == len(rows) and not list(runs.glob("**/classifiers"))
+    assert json.loads((kept / "double_colored_mnist" / "seed0" / "cgn" / "unit.json").read_text())["config"]
     before = {p: p.stat().st_mtime_ns for p in records}
     sheet = tmp_path / "results" / "sheets" / "double_colored_mnist_cgn_counterfactuals.png"
     sheet_bytes = sheet.read_bytes()
     sheet.write_bytes(b"a sheet of another run")
-    Reproduction(
-        tmp_path / "runs",
-        tiny_schedule,
-        datasets=["double_colored_mnist"],
-        seeds=[0, 1],
-        data_dir=data_root,
-        sheets_dir=tmp_path / "results" / "sheets",
-        progress=False,
-    ).run(out, command="again", quick=False)
+    reproduction_of([0, 1]).run(out, command="again", quick=False)
     assert {p: p.stat().st_mtime_ns for p in records} == before
     assert sheet.read_bytes() == sheet_bytes
+    # A lost run folder costs only the units still needed: with every row recorded, nothing...
+    shutil.rmtree(runs)
+    status = reproduction_of([0, 1]).status()
+    assert status.done == status.total and not list(runs.glob("*/"))
+    # ...and a row whose record is lost remakes its generator and counterfactuals, identically.
+    lost = kept / "double_colored_mnist" / "seed0" / "classifiers" / "cgn.json"
+    old = json.loads(lost.read_text())
+    lost.unlink()
+    assert reproduction_of([0, 1]).status().done == status.total - 3  # the CGN, its data, the row
+    reproduction_of([0, 1]).run(out, command="again", quick=False)
+    new = json.loads(lost.read_text())
+    assert [new[k] for k in ("train_acc", "test_acc", "test_official_acc")] == [
+        old[k] for k in ("train_acc", "test_acc", "test_official_acc")
+    ]
+    assert sorted(p.name for p in (runs / "double_colored_mnist" / "seed0").iterdir()) == ["cgn", "counterfactuals_cgn"]
     # Another schedule, or another CGN recipe, cannot finish this table.
     with pytest.raises(ConfigError, match="another schedule"):
-        Reproduction(tmp_path / "runs", replace(tiny_schedule, per_mask=5), progress=False)
+        Reproduction(tmp_path / "elsewhere", replace(tiny_schedule, per_mask=5), records_dir=kept, progress=False)
     config_file = tmp_path / "configs" / "double_colored_mnist.toml"
     config_file.write_text(config_file.read_text().replace("[train]", "[train]\nema_decay = 0.5"))
-    edited = Reproduction(tmp_path / "runs", tiny_schedule, data_dir=data_root, progress=False)
+    shutil.rmtree(runs)  # the recipes are checked against the records too
+    edited = Reproduction(runs, tiny_schedule, data_dir=data_root, progress=False, records_dir=kept)
     with pytest.raises(ConfigError, match="another CGN recipe"):
         edited.train_generator("double_colored_mnist", 0, "cgn")
     with pytest.raises(ConfigError, match="seed0/cgn was trained with another CGN recipe"):
         edited.train_generator("double_colored_mnist", 2, "cgn")  # a seed not started yet
-    assert not (tmp_path / "runs" / "double_colored_mnist" / "seed2").exists()
+    assert not (runs / "double_colored_mnist" / "seed2").exists()
 
 
 def test_seeds_are_aggregated_as_mean_and_std(tmp_path, tiny_schedule):
@@ -124,6 +140,13 @@ def test_seeds_are_aggregated_as_mean_and_std(tmp_path, tiny_schedule):
     datasets, seconds = reproduction.collect()
     entry = datasets["wildlife_mnist"]["original_cgn"]
     assert entry["seeds"] == [0, 1, 2] and seconds == 30.0
+    # A record restored without its own time counts through restored.json's sum.
+    restored = tmp_path / "wildlife_mnist" / "seed0" / "classifiers" / "original.json"
+    restored.write_text(
+        json.dumps({"seed": 0, "train_acc": 99, "test_acc": 10, "test_official_acc": 10, "seconds": None})
+    )
+    (tmp_path / "restored.json").write_text(json.dumps({"seconds": 5.0}))
+    assert reproduction.collect()[1] == 35.0
     assert entry["test_acc"] == {"mean": 90.0, "std": 10.0} and entry["train_acc"] == {"mean": 99.0, "std": 0.0}
     assert entry["test_official_acc"]["mean"] == 89.0
 

@@ -191,6 +191,7 @@ def _reproduce(args: argparse.Namespace) -> None:
         data_dir=args.data_dir,
         sheets_dir=out.parent / f"{out.stem}_sheets",
         device=args.device,
+        records_dir=args.records,
     )
     command = " ".join(["cgn", *map(shlex.quote, sys.argv[1:])])
     if args.workers < 1:
@@ -228,17 +229,22 @@ def _reproduce_in_workers(args: argparse.Namespace, reproduction, out: Path, com
         cmd = [sys.executable, "-m", "cgn.cli", "reproduce", "table2", "--datasets", *reproduction.datasets]
         cmd += ["--seeds", *map(str, reproduction.seeds), "--methods", *share, "--device", args.device]
         cmd += ["--run-dir", str(reproduction.run_dir), "--out", str(logs / f"worker{k}.json")]
+        cmd += ["--records", str(reproduction.records_dir)]
         cmd += (["--quick"] if args.quick else []) + (["--data-dir", str(args.data_dir)] if args.data_dir else [])
         log = logs / f"worker{k}.log"
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         with log.open("w") as sink:  # the child keeps its own handle
             workers.append((share, log, subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env)))
         print(f"worker {k} ({threads} thread(s)): {' '.join(share)}; log {log}", flush=True)
-    start = time.perf_counter()
+    start, done = time.perf_counter(), None
     try:
         while any(p.poll() is None for _, _, p in workers):
             time.sleep(1 if time.perf_counter() - start < 5 else 30)
-            print(reproduction.status(workers=len(shares)).line(), flush=True)
+            status = reproduction.status(workers=len(shares))
+            print(status.line(), flush=True)
+            if status.done != done:  # the table as far as it goes, as a single process writes it
+                done = status.done
+                reproduction.write(out, command=command, quick=args.quick, session_seconds=time.perf_counter() - start)
             for k, (_, log, p) in enumerate(workers):
                 lines = [x for x in log.read_text(errors="replace").replace("\r", "\n").splitlines() if x.strip()]
                 state = "running" if p.poll() is None else f"exited {p.returncode}"
@@ -355,7 +361,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2 (--quick: 0)")
     rep.add_argument("--quick", action="store_true", help="reduced schedule: all datasets in about 15 min on 2 cores")
     rep.add_argument("--out", type=Path, help="the JSON to write (default results/table2[_quick].json, plus .md)")
-    rep.add_argument("--run-dir", type=Path, help="where units are kept (default runs/table2[_quick])")
+    rep.add_argument(
+        "--run-dir", type=Path, help="where units keep checkpoints and counterfactuals (default runs/table2[_quick])"
+    )
+    rep.add_argument(
+        "--records",
+        type=Path,
+        help="where units keep their small records: results, seconds, recipes (default: the run dir). Kept "
+        "apart (e.g. in version control), a lost run dir costs only the units still needed",
+    )
     rep.add_argument("--data-dir", type=Path, default=None, help="data folder (default: $CGN_DATA or ~/.cache/cgn)")
     rep.add_argument(
         "--methods",

@@ -4,8 +4,12 @@ For each seed (outer loop, so a complete one-seed table exists early) and datase
 the CGN (our fast recipe, ``configs/fast``) and the conditional-GAN baseline, generates their
 counterfactual datasets and one from the authors' released CGN, then trains the paper's
 classifier for each method and evaluates it on the de-correlated ``test`` and ``test_official``
-splits. Every unit writes its result into ``runs/<name>/<dataset>/seed<k>/``; a rerun skips
-finished units and resumes interrupted CGN trainings, so the table survives interruptions.
+splits. Every unit keeps its artefacts (checkpoints, counterfactual shards) in
+``runs/<name>/<dataset>/seed<k>/`` and its small record (a row's accuracies, a unit's seconds,
+a generator's recipe) in the records folder: the run folder itself by default, or a folder of
+its own (``--records``, e.g. under version control beside the table), so that a lost run folder
+costs only the units still needed. A rerun skips finished units and resumes interrupted CGN
+trainings, so the table survives interruptions.
 
 Methods (the rows):
 - ``original``: the real biased train split;
@@ -34,7 +38,7 @@ from PIL import Image
 
 from cgn.classifier import ClassifierConfig, MixedSource, Subset, colour_typicality_environments, train_classifier
 from cgn.config import CGNConfig, load_config
-from cgn.counterfactuals import CounterfactualDataset, GenerationSpec, generate_counterfactuals
+from cgn.counterfactuals import MANIFEST, CounterfactualDataset, GenerationSpec, generate_counterfactuals
 from cgn.data import build_dataset
 from cgn.data.paths import data_root, mirror_root
 from cgn.environment import describe
@@ -67,13 +71,24 @@ def not_in_table(dataset: str, method: str) -> bool:
 @dataclass(frozen=True)
 class Unit:
     """One resumable piece of a table: a generator's training (name ``cgn`` / ``gan``), a
-    counterfactual set (``counterfactuals_<kind>``) or a row's classifier (the method); done
-    when its ``marker`` file, which records the seconds it took, exists."""
+    counterfactual set (``counterfactuals_<kind>``) or a row's classifier (the method).
+
+    ``marker`` records the seconds it took. A row's classifier is done when its marker exists; a
+    generator or counterfactual set when its marker and its ``artefact`` do, or when every row
+    that needs it (the classifier markers ``needed_by``) is done."""
 
     dataset: str
     seed: int
     name: str
     marker: Path
+    artefact: Path | None = None
+    needed_by: tuple[Path, ...] = ()
+
+    def done(self) -> bool:
+        if self.artefact is None:
+            return self.marker.exists()
+        made = self.marker.exists() and self.artefact.exists()
+        return made or (bool(self.needed_by) and all(p.exists() for p in self.needed_by))
 
 
 @dataclass(frozen=True)
@@ -182,6 +197,7 @@ class Reproduction:
         sheets_dir: str | os.PathLike | None = None,
         progress: bool = True,
         device: str = "auto",
+        records_dir: str | os.PathLike | None = None,
     ) -> None:
         unknown = [d for d in datasets if d not in DATASETS]
         if unknown:
@@ -190,6 +206,7 @@ class Reproduction:
         if bad:
             raise ConfigError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
         self.run_dir = Path(run_dir)
+        self.records_dir = Path(records_dir) if records_dir is not None else self.run_dir
         self.schedule = schedule
         self.datasets, self.seeds = list(datasets), [int(s) for s in seeds]
         self.data_dir = data_dir
@@ -201,27 +218,32 @@ class Reproduction:
         self._check_schedule()
 
     def _check_schedule(self) -> None:
-        """A run folder belongs to one schedule: mixing two in one table would go unnoticed."""
-        path = self.run_dir / "schedule.json"
+        """A run folder (and a records folder) belongs to one schedule: mixing two in one table
+        would go unnoticed."""
         schedule = json.loads(json.dumps(asdict(self.schedule)))
-        if path.exists() and json.loads(path.read_text()) != schedule:
-            raise ConfigError(
-                f"{self.run_dir} was started with another schedule (see {path}): "
-                "use another --run-dir, or the options it was started with"
-            )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(path, json.dumps(schedule, indent=2) + "\n")
+        for folder, option in ((self.run_dir, "--run-dir"), (self.records_dir, "--records")):
+            path = folder / "schedule.json"
+            if path.exists() and json.loads(path.read_text()) != schedule:
+                raise ConfigError(
+                    f"{folder} was started with another schedule (see {path}): "
+                    f"use another {option}, or the options it was started with"
+                )
+        for folder in {self.run_dir, self.records_dir}:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_text(folder / "schedule.json", json.dumps(schedule, indent=2) + "\n")
 
     # -- units ----------------------------------------------------------------------------------
-    def _timed(self, marker: Path, work) -> float:
-        """Run ``work`` unless ``marker`` records it as done; returns the seconds it took (ever)."""
-        if marker.exists():
-            return json.loads(marker.read_text())["seconds"]
+    def _timed(self, marker: Path, artefact: Path, work, **record) -> None:
+        """Run ``work`` unless ``marker`` records it as done and its ``artefact`` is still there
+        (remade when the run folder was lost); the marker keeps the seconds and ``record``."""
+        if marker.exists() and artefact.exists():
+            return
         start = time.perf_counter()
         work()
-        seconds = time.perf_counter() - start
-        write_text(marker, json.dumps({"seconds": round(seconds, 2)}) + "\n")
-        return seconds
+        write_text(marker, json.dumps({"seconds": round(time.perf_counter() - start, 2), **record}) + "\n")
+
+    def _record(self, dataset: str, seed: int, *parts: str) -> Path:
+        return self.records_dir / dataset / f"seed{seed}" / Path(*parts)
 
     def generator_config(self, dataset: str, seed: int, kind: str) -> CGNConfig:
         path = Path(self.schedule.cgn_config_dir) / f"{dataset}.toml"
@@ -242,21 +264,33 @@ class Reproduction:
 
         folder = self.run_dir / dataset / f"seed{seed}" / kind
         config = self.generator_config(dataset, seed, kind)
-        # This seed's folder, and every other seed's: one table, one recipe (a config edited
-        # between two seeds would otherwise go unnoticed).
-        for saved in sorted((self.run_dir / dataset).glob(f"seed*/{kind}/config.json")):
-            other = json.loads(saved.read_text())
+        # This seed's training, and every other seed's, finished (its record) or under way (its
+        # run folder): one table, one recipe (a config edited between two seeds would otherwise
+        # go unnoticed).
+        saved = [(p.parent, json.loads(p.read_text())["config"]) for p in self._generator_markers(dataset, kind)]
+        saved += [
+            (p.parent, json.loads(p.read_text())) for p in (self.run_dir / dataset).glob(f"seed*/{kind}/config.json")
+        ]
+        for where, other in sorted(saved, key=lambda pair: str(pair[0])):
             if not config.override(f"train.seed={other['train']['seed']}").matches(other):
                 raise ConfigError(
-                    f"{saved.parent} was trained with another {kind.upper()} recipe than "
+                    f"{where} was trained with another {kind.upper()} recipe than "
                     f"{self.schedule.cgn_config_dir} gives now: finish the table in a new --run-dir "
                     "(or restore the recipe it was started with)"
                 )
+        checkpoint = folder / "cgn.safetensors"
         self._timed(
-            folder / "unit.json",
+            self._record(dataset, seed, kind, "unit.json"),
+            checkpoint,
             lambda: train_cgn(config, folder, resume=True, data_root=self.data_dir, progress=self.progress),
+            config=config.to_dict(),
         )
-        return folder / "cgn.safetensors"
+        return checkpoint
+
+    def _generator_markers(self, dataset: str, kind: str) -> list[Path]:
+        """The records of finished trainings that carry their recipe (older ones do not)."""
+        markers = sorted((self.records_dir / dataset).glob(f"seed*/{kind}/unit.json"))
+        return [p for p in markers if "config" in json.loads(p.read_text())]
 
     def authors_generator(self, dataset: str) -> Path | None:
         from cgn.original import save_imported
@@ -286,7 +320,8 @@ class Reproduction:
             shape_noise_scale=s.shape_noise_scale,
         )
         self._timed(
-            folder / "unit.json",
+            self._record(dataset, seed, f"counterfactuals_{kind}", "unit.json"),
+            folder / MANIFEST,
             lambda: generate_counterfactuals(
                 checkpoint, folder, spec, device=self.torch_device, progress=self.progress
             ),
@@ -300,7 +335,7 @@ class Reproduction:
             return
         for kind in ("cgn", "gan", "authors"):
             folder = self.run_dir / dataset / f"seed{self.seeds[0]}" / f"counterfactuals_{kind}"
-            if (folder / "unit.json").exists():
+            if (folder / MANIFEST).exists():
                 sheet = self.sheets_dir / f"{dataset}_{kind}_counterfactuals.png"
                 save_image(counterfactual_sheet(CounterfactualDataset(folder)), sheet)
 
@@ -319,7 +354,7 @@ class Reproduction:
         return Subset(source, self.schedule.real_limit) if self.schedule.real_limit else source
 
     def classifier_record(self, dataset: str, seed: int, method: str) -> Path:
-        return self.run_dir / dataset / f"seed{seed}" / "classifiers" / f"{method}.json"
+        return self._record(dataset, seed, "classifiers", f"{method}.json")
 
     def classify(self, dataset: str, seed: int, method: str) -> dict | None:
         """Train and evaluate one row's classifier; its JSON is the unit's marker."""
@@ -391,24 +426,30 @@ class Reproduction:
                         kind == "authors" and original_checkpoint(dataset, self.data_dir) is None
                     ):
                         continue  # rows run() skips
+                    row = self.classifier_record(dataset, seed, method)
+                    made = []  # the generator units this row needs: (name, artefact)
                     if kind in ("cgn", "gan"):  # trained here; the authors' is imported
-                        marker = folder / kind / "unit.json"
-                        units.setdefault(marker, Unit(dataset, seed, kind, marker))
+                        made.append((kind, folder / kind / "cgn.safetensors"))
                     if kind is not None:
-                        marker = folder / f"counterfactuals_{kind}" / "unit.json"
-                        units.setdefault(marker, Unit(dataset, seed, f"counterfactuals_{kind}", marker))
-                    marker = self.classifier_record(dataset, seed, method)
-                    units[marker] = Unit(dataset, seed, method, marker)
+                        name = f"counterfactuals_{kind}"
+                        made.append((name, folder / name / MANIFEST))
+                    for name, artefact in made:
+                        marker = self._record(dataset, seed, name, "unit.json")
+                        unit = units.get(marker) or Unit(dataset, seed, name, marker, artefact)
+                        units[marker] = replace(unit, needed_by=(*unit.needed_by, row))
+                    units[row] = Unit(dataset, seed, method, row)
         return list(units.values())
 
     def status(self, methods: Sequence[str] | None = None, workers: int = 1) -> TableStatus:
         """Units done and an estimate of the time left: each unit left is costed at the mean of
         the finished units of its name on its dataset (else on any dataset)."""
         units = self.units(methods)
-        done = {u for u in units if u.marker.exists()}
+        done = {u for u in units if u.done()}
         seconds: dict[tuple[str, str], list[float]] = {}
         for u in done:
-            took = json.loads(u.marker.read_text())["seconds"]
+            took = json.loads(u.marker.read_text()).get("seconds") if u.marker.exists() else None
+            if took is None:  # not made here, or restored without its time
+                continue
             seconds.setdefault((u.name, u.dataset), []).append(took)
             seconds.setdefault((u.name, "*"), []).append(took)
         left, untimed = 0.0, 0
@@ -458,7 +499,7 @@ class Reproduction:
             for method in self.schedule.methods:
                 records = []
                 for seed in self.seeds:
-                    path = self.run_dir / dataset / f"seed{seed}" / "classifiers" / f"{method}.json"
+                    path = self.classifier_record(dataset, seed, method)
                     if path.exists():
                         records.append(json.loads(path.read_text()))
                 if not records:
@@ -471,10 +512,12 @@ class Reproduction:
                         "std": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0,
                     }
                 datasets.setdefault(dataset, {})[method] = entry
-            for unit in (self.run_dir / dataset).glob("seed*/**/unit.json"):
-                seconds += json.loads(unit.read_text())["seconds"]
-            for record in (self.run_dir / dataset).glob("seed*/classifiers/*.json"):
-                seconds += json.loads(record.read_text())["seconds"]
+            records_of = self.records_dir / dataset
+            for record in [*records_of.glob("seed*/*/unit.json"), *records_of.glob("seed*/classifiers/*.json")]:
+                seconds += json.loads(record.read_text()).get("seconds") or 0.0  # None: restored
+        restored = self.records_dir / "restored.json"
+        if restored.exists():  # the summed time of records restored without their own
+            seconds += json.loads(restored.read_text())["seconds"]
         return datasets, seconds
 
     def write(self, out: str | os.PathLike, *, command: str, quick: bool, session_seconds: float) -> dict:
