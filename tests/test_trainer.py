@@ -135,6 +135,27 @@ def test_a_step_leaves_the_discriminator_trainable_with_gradients(tmp_path, data
     assert all(p.requires_grad and p.grad is not None for p in trainer.discriminator.parameters())
 
 
+def test_the_discriminator_clip_is_exact_under_its_limit_and_cuts_a_spike(tmp_path, data_root, debug_config):
+    def states(overrides, name):
+        trainer = Trainer(debug_config.override(*overrides), tmp_path / name, data_root=data_root)
+        torch.manual_seed(0)  # dropout (fit() seeds it)
+        steps = [trainer.train_step() for _ in range(3)]
+        return steps, {**trainer.generator.state_dict(), **trainer.discriminator.state_dict()}
+
+    _, plain = states([], "plain")
+    steps, under = states(["train.d_grad_clip=1e9"], "under")  # never reached: bit for bit the same
+    assert all(torch.equal(plain[k], under[k]) for k in plain)
+    assert all(s["d_clipped"] == 0 and 0 < s["d_grad_norm"] < 1e9 for s in steps)
+    steps, cut = states(["train.d_grad_clip=1e-6"], "cut")  # always reached: every update is cut
+    assert all(s["d_clipped"] == 1 for s in steps) and not all(torch.equal(plain[k], cut[k]) for k in plain)
+    with pytest.raises(ConfigError, match="d_grad_clip must be non-negative"):
+        debug_config.override("train.d_grad_clip=-1")
+    # The log keeps each window's mean and largest norm, where a spike shows.
+    train_cgn(debug_config.override("train.d_grad_clip=1e9"), tmp_path / "run", data_root=data_root, progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["d_grad_norm_max"] >= r["d_grad_norm"] > 0 and r["d_clipped"] == 0 for r in lines)
+
+
 def test_existing_run_needs_resume(tmp_path, data_root, debug_config):
     train_cgn(debug_config, tmp_path / "run", data_root=data_root, progress=False, stop_at=4)
     with pytest.raises(ConfigError, match="pass --resume"):

@@ -108,6 +108,10 @@ class TrainConfig:
     # atanh of the real frames' mean colour, so that its first outputs already look like a
     # background (with the paper's zero bias, the batch mean of the map is mid-grey).
     frame_init: bool = False
+    # Ours (0 = off, the paper): clip the discriminator's gradient to this L2 norm before each
+    # update. A step under the limit is untouched (bit for bit); a spike is cut before it feeds
+    # back through the generator (README, "Loss spikes").
+    d_grad_clip: float = 0.0
     device: str = "auto"  # "auto", "cpu", "cuda"
     log_every: int = 50
     sample_every: int = 2000
@@ -122,6 +126,7 @@ class TrainConfig:
         )
         _check(self.lr > 0, "train.lr must be positive")
         _check(0 <= self.ema_decay < 1, "train.ema_decay must lie in [0, 1) (0 = no moving average)")
+        _check(self.d_grad_clip >= 0, "train.d_grad_clip must be non-negative (0 = no clipping)")
         for name in ("log_every", "sample_every", "checkpoint_every"):
             _check(getattr(self, name) > 0, f"train.{name} must be positive")
 

@@ -243,6 +243,10 @@ class Trainer:
             d_fake = self.discriminator(out.image.detach(), y_gen)
             loss_d = discriminator_adversarial_loss(d_real.float(), d_fake.float())
         loss_d.backward()
+        if self.config.train.d_grad_clip:
+            limit = self.config.train.d_grad_clip
+            norm = torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), limit)
+            parts["d_grad_norm"], parts["d_clipped"] = norm, (norm > limit).float()  # window means
         self.opt_d.step()
         self.step += 1
         return {"g": loss_g.detach(), "d": loss_d.detach(), **{k: v.detach() for k, v in parts.items()}}
@@ -270,6 +274,11 @@ class Trainer:
             losses = self.train_step()
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0) + v
+            if "d_grad_norm" in losses:  # a spike shows in the window's largest norm
+                peak = sums.get("d_grad_norm_max")
+                sums["d_grad_norm_max"] = (
+                    losses["d_grad_norm"] if peak is None else torch.maximum(peak, losses["d_grad_norm"])
+                )
             window_steps += 1
             bar.update(1)
             if self.step % t.log_every == 0 or self.step == end:
@@ -277,7 +286,7 @@ class Trainer:
                 record = {
                     "step": self.step,
                     "epoch": self.step / self.steps_per_epoch,
-                    **{k: float(v) / window_steps for k, v in sums.items()},
+                    **{k: float(v) / (1 if k.endswith("_max") else window_steps) for k, v in sums.items()},
                     "images_per_s": window_steps * t.batch_size / max(elapsed, 1e-9),
                 }
                 self._log(record)
