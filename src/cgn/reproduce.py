@@ -245,6 +245,12 @@ class Reproduction:
     def _record(self, dataset: str, seed: int, *parts: str) -> Path:
         return self.records_dir / dataset / f"seed{seed}" / Path(*parts)
 
+    def _artefact(self, dataset: str, seed: int, name: str) -> Path:
+        """What generator unit ``name`` leaves in the run folder: a checkpoint (``cgn``, ``gan``)
+        or a counterfactual set's manifest (``counterfactuals_<kind>``, written last)."""
+        folder = self.run_dir / dataset / f"seed{seed}" / name
+        return folder / MANIFEST if name.startswith("counterfactuals_") else folder / "cgn.safetensors"
+
     def generator_config(self, dataset: str, seed: int, kind: str) -> CGNConfig:
         path = Path(self.schedule.cgn_config_dir) / f"{dataset}.toml"
         checkout = Path(__file__).resolve().parents[2]  # the repository, for an editable install
@@ -278,7 +284,7 @@ class Reproduction:
                     f"{self.schedule.cgn_config_dir} gives now: finish the table in a new --run-dir "
                     "(or restore the recipe it was started with)"
                 )
-        checkpoint = folder / "cgn.safetensors"
+        checkpoint = self._artefact(dataset, seed, kind)
         self._timed(
             self._record(dataset, seed, kind, "unit.json"),
             checkpoint,
@@ -321,7 +327,7 @@ class Reproduction:
         )
         self._timed(
             self._record(dataset, seed, f"counterfactuals_{kind}", "unit.json"),
-            folder / MANIFEST,
+            self._artefact(dataset, seed, f"counterfactuals_{kind}"),
             lambda: generate_counterfactuals(
                 checkpoint, folder, spec, device=self.torch_device, progress=self.progress
             ),
@@ -419,7 +425,6 @@ class Reproduction:
         units: dict[Path, Unit] = {}  # keyed by marker: rows share their generator's units
         for seed in self.seeds:
             for dataset in self.datasets:
-                folder = self.run_dir / dataset / f"seed{seed}"
                 for method in selected:
                     kind = GENERATOR_KIND.get(method)
                     if not_in_table(dataset, method) or (
@@ -427,14 +432,14 @@ class Reproduction:
                     ):
                         continue  # rows run() skips
                     row = self.classifier_record(dataset, seed, method)
-                    made = []  # the generator units this row needs: (name, artefact)
+                    made = []  # the generator units this row needs
                     if kind in ("cgn", "gan"):  # trained here; the authors' is imported
-                        made.append((kind, folder / kind / "cgn.safetensors"))
+                        made.append(kind)
                     if kind is not None:
-                        name = f"counterfactuals_{kind}"
-                        made.append((name, folder / name / MANIFEST))
-                    for name, artefact in made:
+                        made.append(f"counterfactuals_{kind}")
+                    for name in made:
                         marker = self._record(dataset, seed, name, "unit.json")
+                        artefact = self._artefact(dataset, seed, name)
                         unit = units.get(marker) or Unit(dataset, seed, name, marker, artefact)
                         units[marker] = replace(unit, needed_by=(*unit.needed_by, row))
                     units[row] = Unit(dataset, seed, method, row)
