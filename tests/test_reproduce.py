@@ -230,6 +230,14 @@ def test_workers_get_whole_generator_groups_and_every_row_once():
         for group in GENERATOR_GROUPS:  # no two workers train or generate the same unit
             assert sum(bool(set(group) & set(share)) for share in shares) == 1
     assert split_methods(("original", "cgn"), 2) == [("cgn",), ("original",)]
+    # With each group's time left, the costliest goes first and the cheap ones fill up the other.
+    hours = {("cgn", "original_cgn"): 2.9, ("authors_cgn", "original_authors_cgn"): 1.2}
+    hours |= {("original", "irm"): 0.6, ("original_gan",): 3.4}
+    timed = split_methods(METHODS, 2, hours.__getitem__)
+    assert timed == [
+        ("original", "original_gan", "irm"),
+        ("original_cgn", "cgn", "authors_cgn", "original_authors_cgn"),
+    ]
     with pytest.raises(ConfigError, match="at least 1"):
         split_methods(METHODS, 0)
 

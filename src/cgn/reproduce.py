@@ -29,7 +29,7 @@ import logging
 import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -604,17 +604,23 @@ def markdown(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def split_methods(methods: Sequence[str], workers: int) -> list[tuple[str, ...]]:
-    """Deal ``methods`` to at most ``workers`` processes, whole generator groups at a time,
-    largest group first to the worker with the fewest rows; each share in run order."""
+def split_methods(
+    methods: Sequence[str], workers: int, cost: Callable[[tuple[str, ...]], float] | None = None
+) -> list[tuple[str, ...]]:
+    """Deal ``methods`` to at most ``workers`` processes, whole generator groups at a time: the
+    costliest group first to the worker with the least cost so far; each share in run order.
+
+    ``cost`` estimates a group's work (e.g. its seconds left); by default a group costs its
+    number of rows."""
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, not {workers}")
+    cost = cost or len
     groups = [tuple(m for m in group if m in methods) for group in GENERATOR_GROUPS]
-    groups = sorted((g for g in groups if g), key=len, reverse=True)
-    shares: list[list[str]] = [[] for _ in range(min(workers, len(groups)))]
+    groups = sorted((g for g in groups if g), key=cost, reverse=True)
+    shares: list[list[tuple[str, ...]]] = [[] for _ in range(min(workers, len(groups)))]
     for group in groups:
-        min(shares, key=len).extend(group)
-    return [tuple(sorted(share, key=RUN_ORDER.index)) for share in shares]
+        min(shares, key=lambda share: sum(map(cost, share))).append(group)
+    return [tuple(sorted((m for group in share for m in group), key=RUN_ORDER.index)) for share in shares]
 
 
 def counterfactual_sheet(dataset: CounterfactualDataset, rows: int = 10, columns: int = 10) -> Image.Image:
