@@ -52,7 +52,9 @@ def main() -> None:
             checkpoint = args.run_dir / dataset / f"seed{seed}" / "cgn" / "cgn.safetensors"
             entry = {"checkpoint": str(checkpoint), "accuracy": accuracies(args.records, dataset, seed)}
             if not checkpoint.exists():
-                generators[key] = {**entry, "metrics": None, "missing": "not in the run folder"}
+                trained = (args.records / dataset / f"seed{seed}" / "cgn" / "unit.json").exists()
+                missing = "trained, but no longer in the run folder" if trained else "not trained yet"
+                generators[key] = {**entry, "metrics": None, "missing": missing}
                 if key in previous and previous[key].get("metrics"):  # measured while it was there
                     generators[key] = {**previous[key], "accuracy": entry["accuracy"]}
                 continue
