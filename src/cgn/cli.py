@@ -209,19 +209,6 @@ def _reproduce(args: argparse.Namespace) -> None:
     print(f"wrote {out} and {out.with_suffix('.md')}; counterfactual sheets in {out.parent / f'{out.stem}_sheets'}")
 
 
-def _time_left(reproduction):
-    """Each generator group's estimated seconds left, once every kind of unit in it has been
-    timed on this table (so that a resumed table's workers finish together); else None."""
-    from cgn.reproduce import GENERATOR_GROUPS
-
-    methods = reproduction.schedule.methods
-    groups = [g for g in (tuple(m for m in group if m in methods) for group in GENERATOR_GROUPS) if g]
-    left = {group: reproduction.status(group) for group in groups}
-    if any(status.untimed for status in left.values()):
-        return None
-    return lambda group: left[group].seconds_left
-
-
 def _reproduce_in_workers(args: argparse.Namespace, reproduction, out: Path, command: str) -> dict:
     """Run the table as ``--workers`` processes sharing one run folder, each with its share of
     the rows (whole generator groups) and of the CPU threads; then write the whole table."""
@@ -233,7 +220,7 @@ def _reproduce_in_workers(args: argparse.Namespace, reproduction, out: Path, com
 
     if args.methods:
         raise ConfigError("--workers deals the rows to its processes itself; drop --methods")
-    shares = split_methods(reproduction.schedule.methods, args.workers, _time_left(reproduction))
+    shares = split_methods(reproduction.schedule.methods, args.workers, reproduction.group_costs())
     threads = max(1, (os.cpu_count() or 1) // len(shares))
     logs = reproduction.run_dir / "workers"
     logs.mkdir(parents=True, exist_ok=True)
@@ -253,7 +240,7 @@ def _reproduce_in_workers(args: argparse.Namespace, reproduction, out: Path, com
     try:
         while any(p.poll() is None for _, _, p in workers):
             time.sleep(1 if time.perf_counter() - start < 5 else 30)
-            status = reproduction.status(workers=len(shares))
+            status = reproduction.status(shares=shares)
             print(status.line(), flush=True)
             if status.done != done:  # the table as far as it goes, as a single process writes it
                 done = status.done

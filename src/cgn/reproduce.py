@@ -84,6 +84,12 @@ class Unit:
     artefact: Path | None = None
     needed_by: tuple[Path, ...] = ()
 
+    @property
+    def kind(self) -> str:
+        """What the unit's time is estimated from: the CGN's training and the CGN-only row share
+        the name ``cgn`` but not their cost."""
+        return self.name if self.artefact is not None else f"row {self.name}"
+
     def done(self) -> bool:
         if self.artefact is None:
             return self.marker.exists()
@@ -95,7 +101,7 @@ class Unit:
 class TableStatus:
     done: int
     total: int
-    seconds_left: float  # the estimate for the timed units left, divided among the workers
+    seconds_left: float  # the estimate for the timed units left of the worker with the most left
     untimed: int  # units left of a kind that has not finished once yet (not in the estimate)
 
     def line(self) -> str:
@@ -445,28 +451,52 @@ class Reproduction:
                     units[row] = Unit(dataset, seed, method, row)
         return list(units.values())
 
-    def status(self, methods: Sequence[str] | None = None, workers: int = 1) -> TableStatus:
+    def status(
+        self,
+        methods: Sequence[str] | None = None,
+        workers: int = 1,
+        shares: Sequence[Sequence[str]] | None = None,
+    ) -> TableStatus:
         """Units done and an estimate of the time left: each unit left is costed at the mean of
-        the finished units of its name on its dataset (else on any dataset)."""
-        units = self.units(methods)
-        done = {u for u in units if u.done()}
+        the finished units of its kind on its dataset (else on any dataset).
+
+        With several workers the estimate is that of the worker with the most left, each taking
+        the whole generator groups ``split_methods`` deals it (or the given ``shares``)."""
+        selected = self.schedule.methods if methods is None else tuple(methods)
+        units = self.units(selected)
+        done = {u.marker for u in units if u.done()}
         seconds: dict[tuple[str, str], list[float]] = {}
-        for u in done:
-            took = json.loads(u.marker.read_text()).get("seconds") if u.marker.exists() else None
-            if took is None:  # not made here, or restored without its time
-                continue
-            seconds.setdefault((u.name, u.dataset), []).append(took)
-            seconds.setdefault((u.name, "*"), []).append(took)
-        left, untimed = 0.0, 0
         for u in units:
-            if u in done:
+            if u.marker not in done or not u.marker.exists():  # a unit can be done without its own
                 continue
-            known = seconds.get((u.name, u.dataset)) or seconds.get((u.name, "*"))
-            if known:
-                left += statistics.fmean(known)
-            else:
-                untimed += 1
-        return TableStatus(len(done), len(units), left / max(1, workers), untimed)
+            took = json.loads(u.marker.read_text()).get("seconds")
+            if took is None:  # restored without its time
+                continue
+            seconds.setdefault((u.kind, u.dataset), []).append(took)
+            seconds.setdefault((u.kind, "*"), []).append(took)
+
+        def left(share: Sequence[str]) -> tuple[float, int]:
+            total, untimed = 0.0, 0
+            for u in self.units(share):
+                if u.marker in done:
+                    continue
+                known = seconds.get((u.kind, u.dataset)) or seconds.get((u.kind, "*"))
+                total, untimed = (total + statistics.fmean(known), untimed) if known else (total, untimed + 1)
+            return total, untimed
+
+        if shares is None:
+            shares = split_methods(selected, workers, self.group_costs()) if workers > 1 else [selected]
+        per_worker = [left(share) for share in shares]
+        return TableStatus(len(done), len(units), max(s for s, _ in per_worker), sum(n for _, n in per_worker))
+
+    def group_costs(self) -> Callable[[tuple[str, ...]], float] | None:
+        """Each generator group's estimated seconds left, once every kind of unit in it has been
+        timed on this table (for ``split_methods``, so that workers finish together); else None."""
+        groups = [g for g in (tuple(m for m in group if m in self.schedule.methods) for group in GENERATOR_GROUPS) if g]
+        left = {group: self.status(group) for group in groups}
+        if any(status.untimed for status in left.values()):
+            return None
+        return lambda group: left[group].seconds_left
 
     # -- the table ------------------------------------------------------------------------------
     def run(self, out: str | os.PathLike, *, command: str, quick: bool, methods: Sequence[str] | None = None) -> dict:
