@@ -481,7 +481,10 @@ class Reproduction:
                 if u.marker in done:
                     continue
                 known = seconds.get((u.kind, u.dataset)) or seconds.get((u.kind, "*"))
-                total, untimed = (total + statistics.fmean(known), untimed) if known else (total, untimed + 1)
+                if known:
+                    total += statistics.fmean(known)
+                else:
+                    untimed += 1
             return total, untimed
 
         if shares is None:
