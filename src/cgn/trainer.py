@@ -264,7 +264,7 @@ class Trainer:
             total=self.total_steps,
             initial=self.step,
             disable=not progress,
-            desc=f"cgn {t.dataset}",
+            desc=f"{self.config.model.generator} {t.dataset}",  # cgn, or cgan (the GAN baseline)
             unit="step",
             dynamic_ncols=True,
         )
