@@ -120,9 +120,22 @@ def test_a_tiny_reproduction_runs_every_method_and_resumes(tmp_path, data_root, 
     with pytest.raises(ConfigError, match="another schedule"):
         Reproduction(tmp_path / "elsewhere", replace(tiny_schedule, per_mask=5), records_dir=kept, progress=False)
     config_file = tmp_path / "configs" / "double_colored_mnist.toml"
-    config_file.write_text(config_file.read_text().replace("[train]", "[train]\nema_decay = 0.5"))
+    recipe = config_file.read_text()
     shutil.rmtree(runs)  # the recipes are checked against the records too
     edited = Reproduction(runs, tiny_schedule, data_dir=data_root, progress=False, records_dir=kept)
+    # A new loss term on the mask changes the CGN's recipe, not the cGAN's (it has no mask).
+    config_file.write_text(recipe.replace("[loss]", "[loss]\nmask_border_weight = 2.0"))
+    for kind in ("cgn", "gan"):
+        config = edited.generator_config("double_colored_mnist", 2, kind)
+        assert config.loss.mask_border_weight == 2.0
+        if kind == "gan":
+            edited.check_recipe("double_colored_mnist", kind, config)
+        else:
+            with pytest.raises(ConfigError, match="another CGN recipe"):
+                edited.check_recipe("double_colored_mnist", kind, config)
+    config_file.write_text(recipe.replace("[train]", "[train]\nema_decay = 0.5"))
+    with pytest.raises(ConfigError, match="another GAN recipe"):
+        edited.check_recipe("double_colored_mnist", "gan", edited.generator_config("double_colored_mnist", 2, "gan"))
     with pytest.raises(ConfigError, match="another CGN recipe"):
         edited.train_generator("double_colored_mnist", 0, "cgn")
     with pytest.raises(ConfigError, match="seed0/cgn was trained with another CGN recipe"):

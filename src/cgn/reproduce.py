@@ -68,6 +68,23 @@ def not_in_table(dataset: str, method: str) -> bool:
     return GENERATOR_KIND.get(method) == "authors" and dataset == "colored_mnist"
 
 
+def _mask_terms(config: CGNConfig) -> dict[str, float | int]:
+    """The config's loss terms on the mask (and their knobs), which only a CGN computes."""
+    loss = config.loss
+    return {
+        name: getattr(loss, name)
+        for name in (
+            "mask_weight",
+            "mask_size_weight",
+            "mask_size_min",
+            "mask_size_max",
+            "mask_border_weight",
+            "mask_border_width",
+            "mode_seeking_weight",
+        )
+    }
+
+
 @dataclass(frozen=True)
 class Unit:
     """One resumable piece of a table: a generator's training (name ``cgn`` / ``gan``), a
@@ -276,20 +293,7 @@ class Reproduction:
 
         folder = self.run_dir / dataset / f"seed{seed}" / kind
         config = self.generator_config(dataset, seed, kind)
-        # This seed's training, and every other seed's, finished (its record) or under way (its
-        # run folder): one table, one recipe (a config edited between two seeds would otherwise
-        # go unnoticed).
-        saved = [(p.parent, json.loads(p.read_text())["config"]) for p in self._generator_markers(dataset, kind)]
-        saved += [
-            (p.parent, json.loads(p.read_text())) for p in (self.run_dir / dataset).glob(f"seed*/{kind}/config.json")
-        ]
-        for where, other in sorted(saved, key=lambda pair: str(pair[0])):
-            if not config.override(f"train.seed={other['train']['seed']}").matches(other):
-                raise ConfigError(
-                    f"{where} was trained with another {kind.upper()} recipe than "
-                    f"{self.schedule.cgn_config_dir} gives now: finish the table in a new --run-dir "
-                    "(or restore the recipe it was started with)"
-                )
+        self.check_recipe(dataset, kind, config)
         checkpoint = self._artefact(dataset, seed, kind)
         self._timed(
             self._record(dataset, seed, kind, "unit.json"),
@@ -298,6 +302,24 @@ class Reproduction:
             config=config.to_dict(),
         )
         return checkpoint
+
+    def check_recipe(self, dataset: str, kind: str, config: CGNConfig) -> None:
+        """Every seed's training of this generator, finished (its record) or under way (its run
+        folder), used ``config`` but for the seed: one table, one recipe (a config edited between
+        two seeds would otherwise go unnoticed)."""
+        saved = [(p.parent, json.loads(p.read_text())["config"]) for p in self._generator_markers(dataset, kind)]
+        saved += [
+            (p.parent, json.loads(p.read_text())) for p in (self.run_dir / dataset).glob(f"seed*/{kind}/config.json")
+        ]
+        for where, other in sorted(saved, key=lambda pair: str(pair[0])):
+            if kind == "gan":  # a cGAN has no mask: terms on it leave its training unchanged
+                other = {**other, "loss": {**other.get("loss", {}), **_mask_terms(config)}}
+            if not config.override(f"train.seed={other['train']['seed']}").matches(other):
+                raise ConfigError(
+                    f"{where} was trained with another {kind.upper()} recipe than "
+                    f"{self.schedule.cgn_config_dir} gives now: finish the table in a new --run-dir "
+                    "(or restore the recipe it was started with)"
+                )
 
     def _generator_markers(self, dataset: str, kind: str) -> list[Path]:
         """The records of finished trainings that carry their recipe (older ones do not)."""
