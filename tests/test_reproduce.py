@@ -125,14 +125,11 @@ def test_a_tiny_reproduction_runs_every_method_and_resumes(tmp_path, data_root, 
     edited = Reproduction(runs, tiny_schedule, data_dir=data_root, progress=False, records_dir=kept)
     # A new loss term on the mask changes the CGN's recipe, not the cGAN's (it has no mask).
     config_file.write_text(recipe.replace("[loss]", "[loss]\nmask_border_weight = 2.0"))
-    for kind in ("cgn", "gan"):
-        config = edited.generator_config("double_colored_mnist", 2, kind)
-        assert config.loss.mask_border_weight == 2.0
-        if kind == "gan":
-            edited.check_recipe("double_colored_mnist", kind, config)
-        else:
-            with pytest.raises(ConfigError, match="another CGN recipe"):
-                edited.check_recipe("double_colored_mnist", kind, config)
+    cgn, gan = (edited.generator_config("double_colored_mnist", 2, kind) for kind in ("cgn", "gan"))
+    assert cgn.loss.mask_border_weight == gan.loss.mask_border_weight == 2.0
+    with pytest.raises(ConfigError, match="another CGN recipe"):
+        edited.check_recipe("double_colored_mnist", "cgn", cgn)
+    edited.check_recipe("double_colored_mnist", "gan", gan)
     config_file.write_text(recipe.replace("[train]", "[train]\nema_decay = 0.5"))
     with pytest.raises(ConfigError, match="another GAN recipe"):
         edited.check_recipe("double_colored_mnist", "gan", edited.generator_config("double_colored_mnist", 2, "gan"))

@@ -318,7 +318,8 @@ class Reproduction:
                 raise ConfigError(
                     f"{where} was trained with another {kind.upper()} recipe than "
                     f"{self.schedule.cgn_config_dir} gives now: finish the table in a new --run-dir "
-                    "(or restore the recipe it was started with)"
+                    "(or restore the recipe it was started with, or delete this generator's units for every "
+                    "seed: README, 'The full table')"
                 )
 
     def _generator_markers(self, dataset: str, kind: str) -> list[Path]:
