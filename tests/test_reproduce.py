@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import replace
 
@@ -16,7 +17,7 @@ from cgn.config import load_config
 from cgn.errors import ConfigError
 from cgn.files import write_text
 from cgn.model import CGN, ConditionalGAN, matched_width, parameter_count
-from cgn.reproduce import GENERATOR_GROUPS, METHODS, PAPER, Reproduction, Schedule, markdown, split_methods
+from cgn.reproduce import GENERATOR_GROUPS, METHODS, PAPER, Job, Reproduction, Schedule, makespan, markdown
 from cgn.trainer import train_cgn
 from tests.conftest import REPO
 
@@ -230,33 +231,43 @@ def test_reproduce_rejects_unknown_methods(tmp_path, capsys):
     assert "lntl" in capsys.readouterr().err
 
 
-def test_workers_get_whole_generator_groups_and_every_row_once():
-    two = split_methods(METHODS, 2)
-    assert two == [("original", "original_cgn", "cgn", "irm"), ("authors_cgn", "original_authors_cgn", "original_gan")]
-    for workers in (1, 2, 3, 4, 9):
-        shares = split_methods(METHODS, workers)
-        assert len(shares) == min(workers, 4)
-        assert sorted(m for share in shares for m in share) == sorted(METHODS)
-        for group in GENERATOR_GROUPS:  # no two workers train or generate the same unit
-            assert sum(bool(set(group) & set(share)) for share in shares) == 1
-    assert split_methods(("original", "cgn"), 2) == [("cgn",), ("original",)]
-    # With each group's time left, the costliest goes first and the cheap ones fill up the other.
-    hours = {("cgn", "original_cgn"): 2.9, ("authors_cgn", "original_authors_cgn"): 1.2}
-    hours |= {("original", "irm"): 0.6, ("original_gan",): 3.4}
-    timed = split_methods(METHODS, 2, hours.__getitem__)
-    assert timed == [
-        ("original", "original_gan", "irm"),
-        ("original_cgn", "cgn", "authors_cgn", "original_authors_cgn"),
+def test_jobs_hold_whole_generator_groups_per_dataset_and_seed_and_every_unit_once(
+    tmp_path, monkeypatch, tiny_schedule
+):
+    monkeypatch.delenv("CGN_DATA_MIRROR", raising=False)  # no authors' checkpoints
+    datasets = ["colored_mnist", "double_colored_mnist"]
+    reproduction = Reproduction(tmp_path / "runs", tiny_schedule, datasets=datasets, seeds=[0, 1], data_dir=tmp_path)
+    jobs = reproduction.jobs()
+    # The authors' rows have no checkpoint here, so three groups per dataset and seed.
+    assert len(jobs) == 2 * 2 * 3 and len({job.name for job in jobs}) == len(jobs)
+    assert jobs[0] == Job("colored_mnist", 0, ("original_cgn", "cgn"))
+    assert all(any(set(job.methods) <= set(group) for group in GENERATOR_GROUPS) for job in jobs)
+    # No two jobs train, generate or classify the same unit, and together they hold the table.
+    markers = [u.marker for job in jobs for u in reproduction.units(job.methods, [job.dataset], [job.seed])]
+    assert len(markers) == len(set(markers)) and set(markers) == {u.marker for u in reproduction.units()}
+    only = reproduction.jobs(["cgn"])
+    assert [(j.dataset, j.seed, j.methods) for j in only][:2] == [
+        ("colored_mnist", 0, ("cgn",)),
+        ("double_colored_mnist", 0, ("cgn",)),
     ]
+    with pytest.raises(ConfigError, match="lntl"):
+        reproduction.jobs(["lntl"])
+
+
+def test_makespan_deals_each_job_to_the_first_free_worker():
+    assert makespan([], 2) == 0.0
+    assert makespan([3.0, 2.0, 2.0], 1) == 7.0
+    assert makespan([3.0, 2.0, 2.0], 2) == 4.0  # 3 | 2 + 2
+    assert makespan([3.0, 2.0, 2.0], 5) == 3.0
     with pytest.raises(ConfigError, match="at least 1"):
-        split_methods(METHODS, 0)
+        makespan([1.0], 0)
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["--workers", "0"], "at least 1"),
-        (["--workers", "2", "--methods", "original"], "drop --methods"),
+        (["--workers", "2", "--methods", "irm", "--quick"], "not in this schedule"),
     ],
 )
 def test_reproduce_workers_bad_input_is_one_line(tmp_path, capsys, argv, message):
@@ -281,15 +292,21 @@ def test_table_units_share_generators_and_status_costs_them_by_kind(tmp_path, ti
         cost = 1000.0 if unit.name == "cgn" and unit.artefact is not None else 100.0
         write_text(unit.marker, json.dumps({"seconds": cost}) + "\n")
     assert reproduction.status().seconds_left == 1800.0
-    # Two workers take whole groups (ours: 1300 s; the GAN's: 300 s; Original and IRM: 200 s),
-    # and the estimate is that of the one with the most left.
+    # Seed 1 left as jobs, costliest first: ours (CGN 1000 s, its data, two rows: 1300 s), the
+    # GAN's (300 s), Original and IRM (200 s). Two workers: one takes ours, the other the rest.
+    pending = reproduction.pending()
+    assert [(job.methods, seconds, untimed) for job, seconds, untimed in pending] == [
+        (("original_cgn", "cgn"), 1300.0, 0),
+        (("original_gan",), 300.0, 0),
+        (("original", "irm"), 200.0, 0),
+    ]
     status = reproduction.status(workers=2)
     assert (status.done, status.total, status.untimed, status.seconds_left) == (9, 18, 0, 1300.0)
     assert status.line() == "table: 9/18 units done, about 0.4 h left"
-    assert (
-        reproduction.status(shares=[("original", "cgn", "original_cgn"), ("original_gan", "irm")]).seconds_left
-        == 1400.0
-    )
+    # A job with a kind of unit never timed goes first: it may hold a CGN's training.
+    irm = next(u for u in units[:9] if u.name == "irm")
+    write_text(irm.marker, json.dumps({}) + "\n")  # restored without its time
+    assert [(job.methods, untimed) for job, _, untimed in reproduction.pending()][0] == (("original", "irm"), 1)
 
 
 def test_reproduce_status_runs_nothing(tmp_path, capsys):
@@ -297,3 +314,50 @@ def test_reproduce_status_runs_nothing(tmp_path, capsys):
     assert main(["reproduce", "table2", "--quick", "--run-dir", str(run_dir), "--status"]) == 0
     assert capsys.readouterr().out.startswith("table: 0/")
     assert [p.name for p in run_dir.iterdir()] == ["schedule.json"]  # nothing trained or generated
+
+
+def test_workers_run_each_job_once_as_its_own_process_at_most_so_many_at_a_time(tmp_path, monkeypatch, capsys):
+    import subprocess
+    import time
+
+    launched, running, popen, fail = [], set(), subprocess.Popen, False
+
+    class Worker:  # still running at its first poll, then done
+        def __init__(self, cmd, **kwargs):
+            self.polls, self.returncode = 0, None
+            running.add(self)
+            flags = {flag: cmd.index(flag) for flag in ("--datasets", "--seeds", "--methods", "--device")}
+            rows = tuple(cmd[flags["--methods"] + 1 : flags["--device"]])
+            job = (cmd[flags["--datasets"] + 1], cmd[flags["--seeds"] + 1], rows)
+            launched.append((job, len(running), kwargs["env"]["OMP_NUM_THREADS"], "--quick" in cmd))
+
+        def poll(self):
+            self.polls += 1
+            if self.polls > 1:
+                self.returncode = int(fail)
+                running.discard(self)
+            return self.returncode
+
+    def fake(cmd, **kwargs):  # only the workers; other commands (git, for the table) run
+        return Worker(cmd, **kwargs) if cmd[1:3] == ["-m", "cgn.cli"] else popen(cmd, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", fake)
+    monkeypatch.delenv("CGN_DATA_MIRROR", raising=False)  # no authors' checkpoints
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    argv = ["reproduce", "table2", "--quick", "--datasets", "colored_mnist", "wildlife_mnist", "--seeds", "0", "1"]
+    argv += ["--data-dir", str(tmp_path / "data")]
+    assert main([*argv, "--workers", "2", "--run-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "t.json")]) == 0
+    assert "8 job(s) left" in capsys.readouterr().out
+    # Ours and Original on each dataset and seed (the authors' checkpoints are not here), each
+    # once, two at a time, each on its share of the threads.
+    rows = [("original_cgn", "cgn"), ("original",)]
+    expected = [(d, s, r) for d in ("colored_mnist", "wildlife_mnist") for s in "01" for r in rows]
+    assert sorted(job for job, *_ in launched) == sorted(expected)
+    assert max(at_once for _, at_once, _, _ in launched) == 2
+    assert {(threads, quick) for _, _, threads, quick in launched} == {(str(max(1, (os.cpu_count() or 1) // 2)), True)}
+    # A failed worker: the others finish their job, no new one starts, and the error names its log.
+    launched.clear()
+    fail = True
+    with pytest.raises(SystemExit, match="worker failed; see .*colored_mnist_seed0_original_cgn.log"):
+        main([*argv, "--workers", "2", "--run-dir", str(tmp_path / "again"), "--out", str(tmp_path / "t.json")])
+    assert len(launched) == 2

@@ -210,53 +210,56 @@ def _reproduce(args: argparse.Namespace) -> None:
 
 
 def _reproduce_in_workers(args: argparse.Namespace, reproduction, out: Path, command: str) -> dict:
-    """Run the table as ``--workers`` processes sharing one run folder, each with its share of
-    the rows (whole generator groups) and of the CPU threads; then write the whole table."""
+    """Run the table as ``--workers`` processes at a time sharing one run folder and the CPU
+    threads: each runs one job (a generator group's rows on one dataset and seed), costliest
+    first, and a freed worker takes the next; then the whole table is written."""
     import os
     import subprocess
     import time
 
-    from cgn.reproduce import split_methods
-
-    if args.methods:
-        raise ConfigError("--workers deals the rows to its processes itself; drop --methods")
-    shares = split_methods(reproduction.schedule.methods, args.workers, reproduction.group_costs())
-    threads = max(1, (os.cpu_count() or 1) // len(shares))
+    queue = [job for job, _, _ in reproduction.pending(args.methods)]
+    threads = max(1, (os.cpu_count() or 1) // args.workers)
     logs = reproduction.run_dir / "workers"
     logs.mkdir(parents=True, exist_ok=True)
-    workers = []
-    for k, share in enumerate(shares):
-        cmd = [sys.executable, "-m", "cgn.cli", "reproduce", "table2", "--datasets", *reproduction.datasets]
-        cmd += ["--seeds", *map(str, reproduction.seeds), "--methods", *share, "--device", args.device]
-        cmd += ["--run-dir", str(reproduction.run_dir), "--out", str(logs / f"worker{k}.json")]
+    print(f"{len(queue)} job(s) left, {args.workers} at a time on {threads} thread(s) each; logs in {logs}")
+
+    def launch(job):
+        cmd = [sys.executable, "-m", "cgn.cli", "reproduce", "table2", "--datasets", job.dataset]
+        cmd += ["--seeds", str(job.seed), "--methods", *job.methods, "--device", args.device]
+        cmd += ["--run-dir", str(reproduction.run_dir), "--out", str(logs / f"{job.name}.json")]
         cmd += ["--records", str(reproduction.records_dir)]
         cmd += (["--quick"] if args.quick else []) + (["--data-dir", str(args.data_dir)] if args.data_dir else [])
-        log = logs / f"worker{k}.log"
+        log = logs / f"{job.name}.log"
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         with log.open("w") as sink:  # the child keeps its own handle
-            workers.append((share, log, subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env)))
-        print(f"worker {k} ({threads} thread(s)): {' '.join(share)}; log {log}", flush=True)
-    start, done = time.perf_counter(), None
+            process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        print(f"started {job.name}: {' '.join(job.methods)}", flush=True)
+        return job, log, process
+
+    start, done, running, failed = time.perf_counter(), None, [], []
     try:
-        while any(p.poll() is None for _, _, p in workers):
+        while running or (queue and not failed):
+            while queue and not failed and len(running) < args.workers:
+                running.append(launch(queue.pop(0)))
             time.sleep(1 if time.perf_counter() - start < 5 else 30)
-            status = reproduction.status(shares=shares)
+            for job, log, process in [r for r in running if r[2].poll() is not None]:
+                running.remove((job, log, process))
+                if process.returncode != 0:  # let the others finish their job, start no more
+                    failed.append(log)
+            status = reproduction.status(args.methods, workers=args.workers)
             print(status.line(), flush=True)
             if status.done != done:  # the table as far as it goes, as a single process writes it
                 done = status.done
                 reproduction.write(out, command=command, quick=args.quick, session_seconds=time.perf_counter() - start)
-            for k, (_, log, p) in enumerate(workers):
+            for job, log, _ in running:
                 lines = [x for x in log.read_text(errors="replace").replace("\r", "\n").splitlines() if x.strip()]
-                state = "running" if p.poll() is None else f"exited {p.returncode}"
-                print(f"worker {k} [{state}]: {lines[-1][:110] if lines else ''}", flush=True)
+                print(f"{job.name}: {lines[-1][:110] if lines else ''}", flush=True)
     except KeyboardInterrupt:
-        for _, _, p in workers:
-            p.terminate()
+        for _, _, process in running:
+            process.terminate()
         raise SystemExit("interrupted: finished units are kept; rerun the same command to resume") from None
-    failed = [(k, log) for k, (_, log, p) in enumerate(workers) if p.returncode != 0]
     if failed:
-        k, log = failed[0]
-        raise SystemExit(f"error: worker {k} failed; see {log}. Rerun the same command to resume")
+        raise SystemExit(f"error: a worker failed; see {failed[0]}. Rerun the same command to resume")
     table = reproduction.write(out, command=command, quick=args.quick, session_seconds=time.perf_counter() - start)
     for dataset in reproduction.datasets:
         reproduction.write_sheets(dataset)

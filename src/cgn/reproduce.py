@@ -29,7 +29,7 @@ import logging
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -115,6 +115,20 @@ class Unit:
 
 
 @dataclass(frozen=True)
+class Job:
+    """What one worker process runs at a time: one generator group's rows (``methods``) on one
+    dataset and seed. Jobs share no unit, so any number can run at once on one run folder."""
+
+    dataset: str
+    seed: int
+    methods: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}_seed{self.seed}_{self.methods[0]}"
+
+
+@dataclass(frozen=True)
 class TableStatus:
     done: int
     total: int
@@ -130,8 +144,8 @@ class TableStatus:
         return f"table: {self.done}/{self.total} units done, {estimate}"
 
 
-# Rows that share a generator (ours, the authors', the GAN's, none): a worker takes a whole
-# group, so that no two processes train or generate the same unit.
+# Rows that share a generator (ours, the authors', the GAN's, none): a job takes a whole group
+# on one dataset and seed, so that no two processes train or generate the same unit.
 GENERATOR_GROUPS = (
     ("cgn", "original_cgn"),
     ("authors_cgn", "original_authors_cgn"),
@@ -448,12 +462,18 @@ class Reproduction:
         return record
 
     # -- progress -------------------------------------------------------------------------------
-    def units(self, methods: Sequence[str] | None = None) -> list[Unit]:
-        """Every unit the rows ``methods`` (default: the schedule's) need, in run order."""
+    def units(
+        self,
+        methods: Sequence[str] | None = None,
+        datasets: Sequence[str] | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> list[Unit]:
+        """Every unit the rows ``methods`` (default: the schedule's) need on ``datasets`` and
+        ``seeds`` (default: the table's), in run order."""
         selected = sorted(self.schedule.methods if methods is None else methods, key=RUN_ORDER.index)
         units: dict[Path, Unit] = {}  # keyed by marker: rows share their generator's units
-        for seed in self.seeds:
-            for dataset in self.datasets:
+        for seed in self.seeds if seeds is None else seeds:
+            for dataset in self.datasets if datasets is None else datasets:
                 for method in selected:
                     kind = GENERATOR_KIND.get(method)
                     if not_in_table(dataset, method) or (
@@ -474,55 +494,67 @@ class Reproduction:
                     units[row] = Unit(dataset, seed, method, row)
         return list(units.values())
 
-    def status(
-        self,
-        methods: Sequence[str] | None = None,
-        workers: int = 1,
-        shares: Sequence[Sequence[str]] | None = None,
-    ) -> TableStatus:
-        """Units done and an estimate of the time left: each unit left is costed at the mean of
-        the finished units of its kind on its dataset (else on any dataset).
+    def selected(self, methods: Sequence[str] | None = None) -> tuple[str, ...]:
+        """The rows ``methods`` (default: all the schedule's), checked against the schedule."""
+        if methods is None:
+            return self.schedule.methods
+        outside = [m for m in methods if m not in self.schedule.methods]
+        if outside:
+            raise ConfigError(
+                f"method(s) {outside} are not in this schedule; choose from {', '.join(self.schedule.methods)}"
+            )
+        return tuple(methods)
 
-        With several workers the estimate is that of the worker with the most left, each taking
-        the whole generator groups ``split_methods`` deals it (or the given ``shares``)."""
-        selected = self.schedule.methods if methods is None else tuple(methods)
-        units = self.units(selected)
-        done = {u.marker for u in units if u.done()}
+    def jobs(self, methods: Sequence[str] | None = None) -> list[Job]:
+        """The table cut into jobs for workers, every unit of the rows ``methods`` in exactly
+        one, in run order."""
+        selected = self.selected(methods)
+        jobs = []
+        for seed in self.seeds:
+            for dataset in self.datasets:
+                for group in GENERATOR_GROUPS:
+                    rows = tuple(sorted((m for m in group if m in selected), key=RUN_ORDER.index))
+                    if rows and self.units(rows, [dataset], [seed]):
+                        jobs.append(Job(dataset, seed, rows))
+        return jobs
+
+    def pending(self, methods: Sequence[str] | None = None) -> list[tuple[Job, float, int]]:
+        """The jobs with units left, each with its estimated seconds left and its number of
+        untimed units, costliest first: those with untimed units (perhaps a CGN's training, the
+        longest unit there is) before the rest, so that workers finish together.
+
+        Each unit left is costed at the mean wall time of the finished units of its kind on its
+        dataset (else on any dataset)."""
         seconds: dict[tuple[str, str], list[float]] = {}
-        for u in units:
-            if u.marker not in done or not u.marker.exists():  # a unit can be done without its own
+        for u in self.units(methods):
+            if not u.marker.exists():  # a unit can be done without its own marker
                 continue
             took = json.loads(u.marker.read_text()).get("seconds")
             if took is None:  # restored without its time
                 continue
             seconds.setdefault((u.kind, u.dataset), []).append(took)
             seconds.setdefault((u.kind, "*"), []).append(took)
+        pending = []
+        for job in self.jobs(methods):
+            left = [u for u in self.units(job.methods, [job.dataset], [job.seed]) if not u.done()]
+            if not left:
+                continue
+            known = [seconds.get((u.kind, u.dataset)) or seconds.get((u.kind, "*")) for u in left]
+            total = sum(statistics.fmean(k) for k in known if k)
+            pending.append((job, total, sum(not k for k in known)))
+        return sorted(pending, key=lambda p: (p[2] > 0, p[1]), reverse=True)
 
-        def left(share: Sequence[str]) -> tuple[float, int]:
-            total, untimed = 0.0, 0
-            for u in self.units(share):
-                if u.marker in done:
-                    continue
-                known = seconds.get((u.kind, u.dataset)) or seconds.get((u.kind, "*"))
-                if known:
-                    total += statistics.fmean(known)
-                else:
-                    untimed += 1
-            return total, untimed
-
-        if shares is None:
-            shares = split_methods(selected, workers, self.group_costs()) if workers > 1 else [selected]
-        per_worker = [left(share) for share in shares]
-        return TableStatus(len(done), len(units), max(s for s, _ in per_worker), sum(n for _, n in per_worker))
-
-    def group_costs(self) -> Callable[[tuple[str, ...]], float] | None:
-        """Each generator group's estimated seconds left, once every kind of unit in it has been
-        timed on this table (for ``split_methods``, so that workers finish together); else None."""
-        groups = [g for g in (tuple(m for m in group if m in self.schedule.methods) for group in GENERATOR_GROUPS) if g]
-        left = {group: self.status(group) for group in groups}
-        if any(status.untimed for status in left.values()):
-            return None
-        return lambda group: left[group].seconds_left
+    def status(self, methods: Sequence[str] | None = None, workers: int = 1) -> TableStatus:
+        """Units done and an estimate of the time left: with several workers, each taking the
+        next of the ``pending`` jobs as it frees up, the time until the last one finishes."""
+        units = self.units(methods)
+        pending = self.pending(methods)
+        return TableStatus(
+            sum(u.done() for u in units),
+            len(units),
+            makespan([seconds for _, seconds, _ in pending], workers),
+            sum(untimed for *_, untimed in pending),
+        )
 
     # -- the table ------------------------------------------------------------------------------
     def run(self, out: str | os.PathLike, *, command: str, quick: bool, methods: Sequence[str] | None = None) -> dict:
@@ -531,12 +563,7 @@ class Reproduction:
         ``methods`` runs only those rows this time (the table still reports every finished row),
         so that several processes can share one run folder, e.g. one per row on a GPU.
         """
-        selected = self.schedule.methods if methods is None else tuple(methods)
-        outside = [m for m in selected if m not in self.schedule.methods]
-        if outside:
-            raise ConfigError(
-                f"method(s) {outside} are not in this schedule; choose from {', '.join(self.schedule.methods)}"
-            )
+        selected = self.selected(methods)
         start = time.perf_counter()
         table = self.write(out, command=command, quick=quick, session_seconds=0.0)
         for seed in self.seeds:
@@ -660,23 +687,15 @@ def markdown(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def split_methods(
-    methods: Sequence[str], workers: int, cost: Callable[[tuple[str, ...]], float] | None = None
-) -> list[tuple[str, ...]]:
-    """Deal ``methods`` to at most ``workers`` processes, whole generator groups at a time: the
-    costliest group first to the worker with the least cost so far; each share in run order.
-
-    ``cost`` estimates a group's work (e.g. its seconds left); by default a group costs its
-    number of rows."""
+def makespan(seconds: Sequence[float], workers: int) -> float:
+    """When the last of ``workers`` finishes, each taking the next of ``seconds`` (in that
+    order) as soon as it is free."""
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, not {workers}")
-    cost = cost or len
-    groups = [tuple(m for m in group if m in methods) for group in GENERATOR_GROUPS]
-    groups = sorted((g for g in groups if g), key=cost, reverse=True)
-    shares: list[list[tuple[str, ...]]] = [[] for _ in range(min(workers, len(groups)))]
-    for group in groups:
-        min(shares, key=lambda share: sum(map(cost, share))).append(group)
-    return [tuple(sorted((m for group in share for m in group), key=RUN_ORDER.index)) for share in shares]
+    busy = [0.0] * workers
+    for took in seconds:
+        busy[busy.index(min(busy))] += took
+    return max(busy)
 
 
 def counterfactual_sheet(dataset: CounterfactualDataset, rows: int = 10, columns: int = 10) -> Image.Image:
