@@ -268,6 +268,7 @@ def test_makespan_deals_each_job_to_the_first_free_worker():
     [
         (["--workers", "0"], "at least 1"),
         (["--workers", "2", "--methods", "irm", "--quick"], "not in this schedule"),
+        (["--status", "--methods", "lntl", "--quick"], "not in this schedule"),
     ],
 )
 def test_reproduce_workers_bad_input_is_one_line(tmp_path, capsys, argv, message):

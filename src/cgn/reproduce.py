@@ -470,7 +470,7 @@ class Reproduction:
     ) -> list[Unit]:
         """Every unit the rows ``methods`` (default: the schedule's) need on ``datasets`` and
         ``seeds`` (default: the table's), in run order."""
-        selected = sorted(self.schedule.methods if methods is None else methods, key=RUN_ORDER.index)
+        selected = sorted(self.selected(methods), key=RUN_ORDER.index)
         units: dict[Path, Unit] = {}  # keyed by marker: rows share their generator's units
         for seed in self.seeds if seeds is None else seeds:
             for dataset in self.datasets if datasets is None else datasets:
