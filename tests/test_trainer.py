@@ -43,7 +43,12 @@ def test_a_run_writes_its_artefacts(tmp_path, data_root, debug_config):
 
 @pytest.mark.parametrize(
     "overrides",
-    [["train.ema_decay=0.0"], ["train.ema_decay=0.9", "train.frame_init=true", "loss.mode_seeking_weight=0.1"]],
+    [
+        ["train.ema_decay=0.0"],
+        ["train.ema_decay=0.9", "train.frame_init=true", "loss.mode_seeking_weight=0.1"],
+        # The schedules change at the resume point (step 4 of 8).
+        ["train.lr_decay_start=0.25", "loss.mode_seeking_weight=0.1", "loss.mode_seeking_until=0.5"],
+    ],
 )
 def test_resume_is_exact(tmp_path, data_root, debug_config, overrides):
     config = debug_config.override(*overrides)
@@ -127,6 +132,37 @@ def test_frozen_leaves_the_input_gradient_and_restores_the_flags():
     with pytest.raises(RuntimeError), frozen(d):
         raise RuntimeError("a failing step")
     assert [p.requires_grad for p in d.parameters()] == [True, False, True, True]
+
+
+def test_the_learning_rate_decays_to_zero_and_the_mode_seeking_term_stops_on_schedule(
+    tmp_path, data_root, debug_config
+):
+    config = debug_config.override(
+        "train.lr=1e-3", "train.lr_decay_start=0.5", "loss.mode_seeking_weight=0.1", "loss.mode_seeking_until=0.75"
+    )
+    trainer = Trainer(config, tmp_path / "run", data_root=data_root)
+    assert [trainer.learning_rate(s) for s in range(8)] == pytest.approx([1e-3] * 4 + [1e-3, 7.5e-4, 5e-4, 2.5e-4])
+    seen = []
+    for _ in range(8):
+        parts = trainer.train_step()
+        seen.append(("mode_seeking" in parts, trainer.opt_g.param_groups[0]["lr"], trainer.opt_d.param_groups[0]["lr"]))
+    assert [on for on, _, _ in seen] == [True] * 6 + [False] * 2
+    assert (
+        [g for _, g, _ in seen]
+        == [d for _, _, d in seen]
+        == pytest.approx([trainer.learning_rate(s) for s in range(8)])
+    )
+    # The defaults are the paper's constant rate, with the term (when on) throughout.
+    plain = Trainer(debug_config.override("loss.mode_seeking_weight=0.1"), tmp_path / "plain", data_root=data_root)
+    assert plain.learning_rate(7) == debug_config.train.lr and plain.mode_seeking_on
+    plain.step = 7
+    assert plain.mode_seeking_on
+    for bad, message in [
+        ("train.lr_decay_start=1.5", "lr_decay_start"),
+        ("loss.mode_seeking_until=0", "mode_seeking_until"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            debug_config.override(bad)
 
 
 def test_a_step_leaves_the_discriminator_trainable_with_gradients(tmp_path, data_root, debug_config):

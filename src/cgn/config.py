@@ -70,6 +70,9 @@ class LossConfig:
     # mechanism against masks that all look alike: 1 / (mean|m1 − m2| / mean|u1 − u2| + ε) for
     # two noise draws u1, u2 of the same class.
     mode_seeking_weight: float = 0.0
+    # Ours (1 = throughout): the share of the schedule during which the mode-seeking term is
+    # on; after it the shapes train on the adversarial and mask terms alone.
+    mode_seeking_until: float = 1.0
 
     def validate(self) -> None:
         _check(len(self.style_weights) == 4, "loss.style_weights needs 4 values (relu1_2, relu2_2, relu3_3, relu4_3)")
@@ -83,6 +86,7 @@ class LossConfig:
         )
         _check(self.mask_border_width > 0, "loss.mask_border_width must be positive")
         _check(self.mode_seeking_weight >= 0, "loss.mode_seeking_weight must not be negative")
+        _check(0 < self.mode_seeking_until <= 1, "loss.mode_seeking_until must lie in (0, 1] (1 = the whole schedule)")
 
     @property
     def uses_style(self) -> bool:
@@ -112,6 +116,9 @@ class TrainConfig:
     # update. A step under the limit is untouched (bit for bit); a spike is cut before it feeds
     # back through the generator (README, "Loss spikes").
     d_grad_clip: float = 0.0
+    # Ours (1 = a constant learning rate, the paper): from this share of the schedule on, both
+    # learning rates fall linearly to 0 at the last step.
+    lr_decay_start: float = 1.0
     device: str = "auto"  # "auto", "cpu", "cuda"
     log_every: int = 50
     sample_every: int = 2000
@@ -127,6 +134,7 @@ class TrainConfig:
         _check(self.lr > 0, "train.lr must be positive")
         _check(0 <= self.ema_decay < 1, "train.ema_decay must lie in [0, 1) (0 = no moving average)")
         _check(self.d_grad_clip >= 0, "train.d_grad_clip must be non-negative (0 = no clipping)")
+        _check(0 <= self.lr_decay_start <= 1, "train.lr_decay_start must lie in [0, 1] (1 = constant learning rate)")
         for name in ("log_every", "sample_every", "checkpoint_every"):
             _check(getattr(self, name) > 0, f"train.{name} must be positive")
 

@@ -91,11 +91,11 @@ def gram(features: torch.Tensor) -> torch.Tensor:
 GRAM_CHUNK_FLOATS = 2**18
 
 
-def _chunk_grams(gen: torch.Tensor, real: torch.Tensor, start: int, stop: int):
-    """Gram matrices of samples ``start:stop`` of flattened (B, C, H·W) features."""
-    n = gen.shape[1] * gen.shape[2]
+def _chunk_difference(gen: torch.Tensor, real: torch.Tensor, start: int, stop: int):
+    """``F Fᵀ − R Rᵀ`` (unscaled) of samples ``start:stop`` of flattened (B, C, H·W) features,
+    as one ``baddbmm`` onto one ``bmm``, with the generated features in fp32."""
     f, r = gen[start:stop].float(), real[start:stop].float()
-    return f, torch.bmm(f, f.mT).div_(n), torch.bmm(r, r.mT).div_(n)
+    return f, torch.baddbmm(torch.bmm(f, f.mT), r, r.mT, alpha=-1)
 
 
 class _GramL1(torch.autograd.Function):
@@ -103,33 +103,33 @@ class _GramL1(torch.autograd.Function):
 
     The same value and gradient as ``F.l1_loss(gram(gen), gram(real))``, but the (B, C, C)
     Gram matrices (16 MiB each for relu4_3 at batch 16) are never materialised: each chunk's
-    Grams are built, compared and dropped while in cache, and rebuilt in the backward pass
-    (cheap: H·W is small at 32×32 input). On the CPU this avoids streaming those tensors
-    through memory several times per step (results/train_speed.json, README "Speed").
+    difference of Grams is built, summed and dropped while in cache, and rebuilt in the
+    backward pass (cheap: H·W is small at 32×32 input). The 1/(C·H·W) scale is applied once,
+    to the sum. The Gram difference is symmetric, so the gradient ``(S + Sᵀ) F`` of the sign
+    matrix S is ``2 S F``. On the CPU this avoids streaming those tensors through memory
+    several times per step (results/train_speed.json, README "Speed").
     """
 
     @staticmethod
     def forward(ctx, gen: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        b, c, _ = gen.shape
+        b, c, hw = gen.shape
         step = max(1, GRAM_CHUNK_FLOATS // (c * c))
         total = gen.new_zeros((), dtype=torch.float32)
         for start in range(0, b, step):
-            _, g, t = _chunk_grams(gen, real, start, start + step)
-            total += g.sub_(t).abs_().sum()
+            total += _chunk_difference(gen, real, start, start + step)[1].abs_().sum()
         ctx.save_for_backward(gen, real)
-        return total / (b * c * c)
+        return total / (b * c * c * c * hw)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         gen, real = ctx.saved_tensors
         b, c, hw = gen.shape
         step = max(1, GRAM_CHUNK_FLOATS // (c * c))
-        scale = grad_output / (b * c * c * c * hw)  # d mean / d G, and d G / d F's 1/(C·H·W)
+        scale = 2 * grad_output / (b * c * c * c * hw)  # d mean / d G, and d G / d F's 1/(C·H·W)
         grad = torch.empty(gen.shape, dtype=torch.float32, device=gen.device)
         for start in range(0, b, step):
-            f, g, t = _chunk_grams(gen, real, start, start + step)
-            sign = g.sub_(t).sign_()
-            torch.bmm(sign + sign.mT, f, out=grad[start : start + step]).mul_(scale)
+            f, difference = _chunk_difference(gen, real, start, start + step)
+            torch.bmm(difference.sign_(), f, out=grad[start : start + step]).mul_(scale)
         return grad.to(gen.dtype), None
 
 

@@ -216,6 +216,7 @@ class Trainer:
         y_gen = torch.randint(0, self.config.model.num_classes, (b,), generator=self.rng).to(self.device)
         noise = self.generator.sample_noise(b, self.rng)  # shared by the three mechanisms
 
+        self.set_learning_rate()
         self.opt_g.zero_grad(set_to_none=True)
         # Frozen: the graph reaches the discriminator's input but none of its weights.
         with self.autocast(), frozen(self.discriminator):
@@ -223,7 +224,7 @@ class Trainer:
             d_fake = self.discriminator(out.image, y_gen)
             mask = out.mask.float() if out.mask is not None else None  # the cGAN baseline has none
             loss_g, parts = self.loss(d_fake.float(), mask, out.image, x_real)
-            if self.config.loss.mode_seeking_weight and mask is not None:
+            if self.mode_seeking_on and mask is not None:
                 # A second mask per label from fresh noise (drawn only when the term is on, so
                 # runs without it keep their random streams).
                 noise_b = self.generator.sample_noise(b, self.rng)
@@ -250,6 +251,27 @@ class Trainer:
         self.opt_d.step()
         self.step += 1
         return {"g": loss_g.detach(), "d": loss_d.detach(), **{k: v.detach() for k, v in parts.items()}}
+
+    def learning_rate(self, step: int) -> float:
+        """``train.lr``, falling linearly to 0 at the last step from ``train.lr_decay_start``
+        of the schedule on (a function of the step alone, so a resume continues it exactly)."""
+        t = self.config.train
+        start = t.lr_decay_start * self.total_steps
+        if step < start or start >= self.total_steps:
+            return t.lr
+        return t.lr * (self.total_steps - step) / (self.total_steps - start)
+
+    def set_learning_rate(self) -> None:
+        if self.config.train.lr_decay_start < 1:
+            lr = self.learning_rate(self.step)
+            for group in (*self.opt_g.param_groups, *self.opt_d.param_groups):
+                group["lr"] = lr
+
+    @property
+    def mode_seeking_on(self) -> bool:
+        """Whether this step adds the mode-seeking term (``loss.mode_seeking_until``)."""
+        c = self.config.loss
+        return c.mode_seeking_weight > 0 and self.step < c.mode_seeking_until * self.total_steps
 
     # -- the loop -----------------------------------------------------------------------------
     def fit(self, *, resume: bool = False, stop_at: int | None = None, progress: bool = True) -> TrainResult:
