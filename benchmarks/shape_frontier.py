@@ -17,27 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 from pathlib import Path
 
 import numpy as np
+from cgn_quality import ORIGINAL, mirror  # benchmarks/ is on the path when run as a script
 
 from cgn.checkpoint import load_cgn
 from cgn.environment import write_result
 from cgn.evaluation import evaluate_cgn
 from cgn.original import import_original
 
-ORIGINAL = {
-    "colored_mnist": "colored_MNIST",
-    "double_colored_mnist": "double_colored_MNIST",
-    "wildlife_mnist": "wildlife_MNIST",
-}
 KEYS = ("shape_effectiveness", "mask_diversity", "texture_effectiveness", "background_effectiveness", "mask_mean")
-
-
-def mirror() -> Path:
-    return Path(os.environ.get("CGN_DATA_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 def curve(model, dataset: str, scales: list[float], samples: int) -> list[dict]:
