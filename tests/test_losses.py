@@ -24,6 +24,7 @@ from cgn.losses import (
     mask_border_loss,
     mask_size_loss,
     mode_seeking_loss,
+    shape_view,
     vgg16_features,
 )
 
@@ -79,6 +80,20 @@ def test_frame_pixels():
     frame = frame_pixels(images, 2)
     assert frame.shape == (2, 3, 64 - 16) and frame.abs().sum() == 0
     assert frame_pixels(torch.ones(2, 3, 8, 8), 1).shape == (2, 3, 64 - 36)
+
+
+def test_shape_view_is_the_stroke_whatever_the_two_colours():
+    stroke = torch.zeros(2, 1, 8, 8)
+    stroke[:, :, 3:5, 2:6] = 1.0
+    stroke[:, :, 4, 2] = 0.5  # an anti-aliased edge keeps its grey level
+    foreground = torch.tensor([[0.9, -0.2, 0.1], [-1.0, -1.0, 1.0]])[:, :, None, None]
+    background = torch.tensor([[-1.0, -1.0, -1.0], [0.5, 0.7, -0.3]])[:, :, None, None]
+    images = stroke * foreground + (1 - stroke) * background
+    assert torch.allclose(shape_view(images, width=2), 2 * stroke - 1, atol=1e-3)
+    flat = torch.full((1, 3, 8, 8), 0.3, requires_grad=True)  # nothing drawn: all background, no NaN
+    view = shape_view(flat, width=2)
+    view.sum().backward()
+    assert torch.allclose(view, torch.tensor(-0.8)) and torch.isfinite(flat.grad).all()  # floor: 2·1e-3 / 1e-2 − 1
 
 
 def test_gram_is_normalised_per_sample():

@@ -48,6 +48,7 @@ def test_a_run_writes_its_artefacts(tmp_path, data_root, debug_config):
         ["train.ema_decay=0.9", "train.frame_init=true", "loss.mode_seeking_weight=0.1"],
         # The schedules change at the resume point (step 4 of 8).
         ["train.lr_decay_start=0.25", "loss.mode_seeking_weight=0.1", "loss.mode_seeking_until=0.5"],
+        ["loss.shape_view_weight=0.5", "train.d_grad_clip=1.0", "train.lr_decay_start=0.5"],
     ],
 )
 def test_resume_is_exact(tmp_path, data_root, debug_config, overrides):
@@ -60,12 +61,15 @@ def test_resume_is_exact(tmp_path, data_root, debug_config, overrides):
     names = ["cgn.safetensors", "checkpoints/step_0000008/discriminator.safetensors"]
     if ema_decay:
         names.append("checkpoints/step_0000008/average.safetensors")
+    if config.loss.shape_view_weight:
+        names.append("checkpoints/step_0000008/shape_discriminator.safetensors")
     for name in names:
         a, b = weights(tmp_path / "straight" / name), weights(tmp_path / "resumed" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     records = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4, 6, 8]
     assert ("mode_seeking" in records[0]) == bool(config.loss.mode_seeking_weight)
+    assert ("d_shape_view" in records[0]) == bool(config.loss.shape_view_weight)
 
 
 def test_the_weight_average_follows_the_live_weights_and_is_what_the_run_returns(tmp_path, data_root, debug_config):

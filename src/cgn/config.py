@@ -73,6 +73,11 @@ class LossConfig:
     # Ours (1 = throughout): the share of the schedule during which the mode-seeking term is
     # on; after it the shapes train on the adversarial and mask terms alone.
     mode_seeking_until: float = 1.0
+    # Our addition (0 = off, the paper): weight of the LSGAN loss of a second discriminator
+    # (same architecture, one input channel, own optimiser) that sees each image only as its
+    # colour-blind shape view (losses.shape_view), with the label. The main discriminator can
+    # tell classes apart by colour alone; this one only by the digit's shape.
+    shape_view_weight: float = 0.0
 
     def validate(self) -> None:
         _check(len(self.style_weights) == 4, "loss.style_weights needs 4 values (relu1_2, relu2_2, relu3_3, relu4_3)")
@@ -86,6 +91,7 @@ class LossConfig:
         )
         _check(self.mask_border_width > 0, "loss.mask_border_width must be positive")
         _check(self.mode_seeking_weight >= 0, "loss.mode_seeking_weight must not be negative")
+        _check(self.shape_view_weight >= 0, "loss.shape_view_weight must not be negative")
         _check(0 < self.mode_seeking_until <= 1, "loss.mode_seeking_until must lie in (0, 1] (1 = the whole schedule)")
 
     @property

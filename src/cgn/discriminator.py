@@ -30,11 +30,11 @@ def mlp_trunk(in_features: int, ndf: int) -> list[nn.Module]:
 class LinearDiscriminator(nn.Module):
     """Flattened image ⊕ label embedding → an MLP with dropout (colored, double-colored)."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, in_channels: int = 3) -> None:
         super().__init__()
         k, ndf = config.num_classes, config.ndf
         self.label_embedding = nn.Embedding(k, k)
-        self.model = nn.Sequential(*mlp_trunk(3 * config.image_size**2 + k, ndf), nn.Linear(ndf, 1))
+        self.model = nn.Sequential(*mlp_trunk(in_channels * config.image_size**2 + k, ndf), nn.Linear(ndf, 1))
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         x = torch.cat([images.flatten(1), self.label_embedding(labels).to(images.dtype)], dim=1)  # (B, 3HW + K)
@@ -45,7 +45,7 @@ class LinearDiscriminator(nn.Module):
 class ConvDiscriminator(nn.Module):
     """The label as a 4th input channel → four strided convs → average pool → 1×1 conv (Wildlife)."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, in_channels: int = 3) -> None:
         super().__init__()
         ndf = config.ndf
         self.label_embedding = nn.Embedding(config.num_classes, 1)
@@ -54,7 +54,7 @@ class ConvDiscriminator(nn.Module):
             return [nn.Conv2d(cin, cout, kernel, stride, 0, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, True)]
 
         self.model = nn.Sequential(
-            *block(4, ndf, 3, 1),  # 32 → 30
+            *block(in_channels + 1, ndf, 3, 1),  # 32 → 30
             *block(ndf, 2 * ndf, 3, 1),  # → 28
             *block(2 * ndf, 4 * ndf, 4, 2),  # → 13
             *block(4 * ndf, 4 * ndf, 4, 2),  # → 5
@@ -92,10 +92,10 @@ class ProjectionHead(nn.Module):
 class LinearProjectionDiscriminator(nn.Module):
     """The linear discriminator's MLP on the image alone, with a projection head for the label."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, in_channels: int = 3) -> None:
         super().__init__()
         ndf = config.ndf
-        self.trunk = nn.Sequential(*mlp_trunk(3 * config.image_size**2, ndf))
+        self.trunk = nn.Sequential(*mlp_trunk(in_channels * config.image_size**2, ndf))
         self.head = ProjectionHead(ndf, config.num_classes)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -106,11 +106,11 @@ class LinearProjectionDiscriminator(nn.Module):
 class ConvProjectionDiscriminator(nn.Module):
     """The conv discriminator's trunk on the image alone, with a projection head for the label."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, in_channels: int = 3) -> None:
         super().__init__()
         ndf = config.ndf
         conv = ConvDiscriminator(config).model
-        conv[0] = nn.Conv2d(3, ndf, 3, 1, 0, bias=False)  # no label channel
+        conv[0] = nn.Conv2d(in_channels, ndf, 3, 1, 0, bias=False)  # no label channel
         self.trunk = nn.Sequential(*conv[:-1], nn.Flatten())  # (B, 4·ndf)
         self.head = ProjectionHead(4 * ndf, config.num_classes)
         init_weights(self.trunk, "normal", 0.02)
@@ -119,5 +119,6 @@ class ConvProjectionDiscriminator(nn.Module):
         return self.head(self.trunk(images), labels)
 
 
-def build_discriminator(config: ModelConfig) -> nn.Module:
-    return DISCRIMINATORS.get(config.discriminator)(config)
+def build_discriminator(config: ModelConfig, in_channels: int = 3) -> nn.Module:
+    """``model.discriminator`` by name, on images of ``in_channels`` (1 for the shape view)."""
+    return DISCRIMINATORS.get(config.discriminator)(config, in_channels)

@@ -4,7 +4,8 @@
 - the binary-entropy mask loss that pushes masks to 0/1;
 - the style (Gram) loss on VGG-16 features between generated and (unpaired) real images;
 - our optional mask-size and mask-border priors (off by default), which keep masks from inverting;
-- our optional mode-seeking term (off by default), against masks that all look alike.
+- our optional mode-seeking term (off by default), against masks that all look alike;
+- our optional shape view (off by default): what a colour-blind second discriminator sees.
 """
 
 from __future__ import annotations
@@ -68,6 +69,22 @@ def frame_pixels(images: torch.Tensor, width: int) -> torch.Tensor:
     inner = torch.zeros(h, w, dtype=torch.bool, device=images.device)
     inner[width:-width, width:-width] = True
     return images.flatten(2)[:, :, ~inner.flatten()]
+
+
+def shape_view(images: torch.Tensor, width: int) -> torch.Tensor:
+    """A colour-blind view of images (B, 3, H, W) → (B, 1, H, W) in [-1, 1]: each pixel's RGB
+    distance from the image's mean frame colour (the outer ``width`` pixels), divided by the
+    image's largest such distance.
+
+    For a real coloured or double-coloured digit (one foreground colour on one background
+    colour) this is the MNIST stroke itself, whatever the two colours; on a composite it is
+    the mask wherever foreground and background differ. A discriminator on it can only tell
+    the classes apart by their shapes.
+    """
+    frame = frame_pixels(images, width).mean(2)[:, :, None, None]  # (B, 3, 1, 1)
+    distance = (images - frame).square().sum(1, keepdim=True).add(1e-6).sqrt()  # (B, 1, H, W)
+    peak = distance.flatten(1).amax(1).clamp_min(1e-2)[:, None, None, None]
+    return 2 * distance / peak - 1
 
 
 def mask_border_loss(mask: torch.Tensor, width: int) -> torch.Tensor:

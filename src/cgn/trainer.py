@@ -39,7 +39,14 @@ from cgn.discriminator import build_discriminator
 from cgn.environment import describe
 from cgn.errors import CheckpointError, ConfigError
 from cgn.files import atomic_dir, atomic_path, write_text
-from cgn.losses import GeneratorLoss, discriminator_adversarial_loss, frame_pixels, mode_seeking_loss
+from cgn.losses import (
+    GeneratorLoss,
+    discriminator_adversarial_loss,
+    frame_pixels,
+    generator_adversarial_loss,
+    mode_seeking_loss,
+    shape_view,
+)
 from cgn.model import build_generator
 from cgn.seeding import derive_seed, make_generator
 from cgn.viz import counterfactual_sheet, image_sheet, mechanism_sheet, save_image
@@ -142,11 +149,12 @@ def init_background_bias(generator: torch.nn.Module, frame_colour: torch.Tensor,
 
 
 @contextlib.contextmanager
-def frozen(module: torch.nn.Module):
-    """``module``'s parameters need no gradient inside (what is built there cannot reach them);
-    each gets its own flag back on the way out."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    module.requires_grad_(False)
+def frozen(*modules: torch.nn.Module | None):
+    """The modules' parameters need no gradient inside (what is built there cannot reach them);
+    each gets its own flag back on the way out. ``None`` entries are skipped."""
+    flags = [(p, p.requires_grad) for m in modules if m is not None for p in m.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
     try:
         yield
     finally:
@@ -175,6 +183,14 @@ class Trainer:
         self.loss = GeneratorLoss(config.loss).to(self.device, memory_format=torch.channels_last)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=t.lr, betas=t.betas, fused=True)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=t.lr, betas=t.betas, fused=True)
+        self.shape_discriminator, self.opt_s = None, None
+        if config.loss.shape_view_weight:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(t.seed, "init", "shape_view"))
+                self.shape_discriminator = build_discriminator(config.model, in_channels=1).to(
+                    self.device, memory_format=torch.channels_last
+                )
+            self.opt_s = torch.optim.Adam(self.shape_discriminator.parameters(), lr=t.lr, betas=t.betas, fused=True)
         self.average = WeightAverage(self.generator, t.ema_decay) if t.ema_decay else None
         self.rng = make_generator(t.seed, "train")
         self.step = 0
@@ -219,11 +235,15 @@ class Trainer:
         self.set_learning_rate()
         self.opt_g.zero_grad(set_to_none=True)
         # Frozen: the graph reaches the discriminator's input but none of its weights.
-        with self.autocast(), frozen(self.discriminator):
+        with self.autocast(), frozen(self.discriminator, self.shape_discriminator):
             out = self.generator(y_gen, noise=noise, generator=self.rng)
             d_fake = self.discriminator(out.image, y_gen)
             mask = out.mask.float() if out.mask is not None else None  # the cGAN baseline has none
             loss_g, parts = self.loss(d_fake.float(), mask, out.image, x_real)
+            if self.shape_discriminator is not None:
+                s_fake = self.shape_discriminator(self.shape_view(out.image), y_gen)
+                parts["shape_view"] = self.config.loss.shape_view_weight * generator_adversarial_loss(s_fake.float())
+                loss_g = loss_g + parts["shape_view"]
             if self.mode_seeking_on and mask is not None:
                 # A second mask per label from fresh noise (drawn only when the term is on, so
                 # runs without it keep their random streams).
@@ -239,18 +259,33 @@ class Trainer:
             self.average.update(self.generator, self.step)
 
         self.opt_d.zero_grad(set_to_none=True)
+        if self.opt_s is not None:
+            self.opt_s.zero_grad(set_to_none=True)
         with self.autocast():
             d_real = self.discriminator(x_real, y_real)
             d_fake = self.discriminator(out.image.detach(), y_gen)
             loss_d = discriminator_adversarial_loss(d_real.float(), d_fake.float())
-        loss_d.backward()
+            if self.shape_discriminator is not None:
+                s_real = self.shape_discriminator(self.shape_view(x_real), y_real)
+                s_fake = self.shape_discriminator(self.shape_view(out.image.detach()), y_gen)
+                parts["d_shape_view"] = discriminator_adversarial_loss(s_real.float(), s_fake.float())
+        (loss_d + parts["d_shape_view"] if self.shape_discriminator is not None else loss_d).backward()
         if self.config.train.d_grad_clip:
             limit = self.config.train.d_grad_clip
             norm = torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), limit)
             parts["d_grad_norm"], parts["d_clipped"] = norm, (norm > limit).float()  # window means
+            if self.shape_discriminator is not None:
+                torch.nn.utils.clip_grad_norm_(self.shape_discriminator.parameters(), limit)
         self.opt_d.step()
+        if self.opt_s is not None:
+            self.opt_s.step()
         self.step += 1
         return {"g": loss_g.detach(), "d": loss_d.detach(), **{k: v.detach() for k, v in parts.items()}}
+
+    def shape_view(self, images: torch.Tensor) -> torch.Tensor:
+        return shape_view(images.float(), self.config.loss.mask_border_width).contiguous(
+            memory_format=torch.channels_last
+        )
 
     def learning_rate(self, step: int) -> float:
         """``train.lr``, falling linearly to 0 at the last step from ``train.lr_decay_start``
@@ -264,8 +299,9 @@ class Trainer:
     def set_learning_rate(self) -> None:
         if self.config.train.lr_decay_start < 1:
             lr = self.learning_rate(self.step)
-            for group in (*self.opt_g.param_groups, *self.opt_d.param_groups):
-                group["lr"] = lr
+            for opt in self.optimizers.values():
+                for group in opt.param_groups:
+                    group["lr"] = lr
 
     @property
     def mode_seeking_on(self) -> bool:
@@ -312,7 +348,9 @@ class Trainer:
                     "images_per_s": window_steps * t.batch_size / max(elapsed, 1e-9),
                 }
                 self._log(record)
-                bar.set_postfix({k: f"{record[k]:.3f}" for k in ("g", "d", "adv", "mask", "style") if k in record})
+                bar.set_postfix(
+                    {k: f"{record[k]:.3f}" for k in ("g", "d", "adv", "mask", "style", "shape_view") if k in record}
+                )
                 sums, window_steps, window_start = {}, 0, time.perf_counter()
             if self.step % t.sample_every == 0:
                 self.write_samples()
@@ -402,27 +440,33 @@ class Trainer:
         self.generator.train()
 
     # -- checkpoints --------------------------------------------------------------------------
+    @property
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The run's optimisers by their key in ``state.pt``."""
+        opts = {"opt_g": self.opt_g, "opt_d": self.opt_d}
+        if self.opt_s is not None:
+            opts["opt_s"] = self.opt_s
+        return opts
+
+    def checkpointed_modules(self) -> list[tuple[str, str, torch.nn.Module]]:
+        """(file name, kind, module) of every network a checkpoint holds."""
+        modules = [("generator", "cgn", self.generator), ("discriminator", "discriminator", self.discriminator)]
+        if self.shape_discriminator is not None:
+            modules.append(("shape_discriminator", "discriminator", self.shape_discriminator))
+        if self.average is not None:
+            modules.append(("average", "cgn", self.average.model))
+        return modules
+
     def save_checkpoint(self) -> Path:
         folder = self.run_dir / "checkpoints" / f"step_{self.step:07d}"
         with atomic_dir(folder) as tmp:
-            save_weights(tmp / "generator.safetensors", self.generator, config=self.config, kind="cgn", step=self.step)
-            save_weights(
-                tmp / "discriminator.safetensors",
-                self.discriminator,
-                config=self.config,
-                kind="discriminator",
-                step=self.step,
-            )
-            if self.average is not None:
-                save_weights(
-                    tmp / "average.safetensors", self.average.model, config=self.config, kind="cgn", step=self.step
-                )
+            for name, kind, module in self.checkpointed_modules():
+                save_weights(tmp / f"{name}.safetensors", module, config=self.config, kind=kind, step=self.step)
             torch.save(
                 {
                     "step": self.step,
                     "train_seconds": self.train_seconds,
-                    "opt_g": self.opt_g.state_dict(),
-                    "opt_d": self.opt_d.state_dict(),
+                    **{key: opt.state_dict() for key, opt in self.optimizers.items()},
                     "rng": self.rng.get_state(),
                     "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
@@ -441,16 +485,13 @@ class Trainer:
             state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
         except (OSError, RuntimeError, EOFError) as e:
             raise CheckpointError(f"cannot resume from {folder}: state.pt is unreadable ({e})") from None
-        modules = [("generator", self.generator), ("discriminator", self.discriminator)]
-        if self.average is not None:
-            modules.append(("average", self.average.model))
-        for name, module in modules:
+        for name, _, module in self.checkpointed_modules():
             weights, metadata = read_weights(folder / f"{name}.safetensors")
             if not self.config.matches(json.loads(metadata["config"])):
                 raise ConfigError(f"{folder} was trained with another config; resume with the run's own config.json")
             load_state(module, weights, str(folder / f"{name}.safetensors"))
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        for key, opt in self.optimizers.items():
+            opt.load_state_dict(state[key])
         self.rng.set_state(state["rng"])
         torch.set_rng_state(state["torch_rng"])
         if self.device.type == "cuda" and state["cuda_rng"]:
