@@ -45,6 +45,8 @@ def test_overrides_are_typed():
             "model.discriminator=mlp",
             "unknown discriminator 'mlp'; choose one of: conv, conv_projection, linear, linear_projection",
         ),
+        ("model.shape_discriminator=cnn", "model.shape_discriminator must be one of conv, conv_projection, linear,"),
+        ("loss.shape_view_weight=-1", "loss.shape_view_weight must not be negative"),
         ("train.dataset=svhn", "unknown dataset 'svhn'"),
         ("train.precision=fp16", "train.precision must be 'fp32' or 'bf16'"),
         ("nonsense", "must look like section.key=value"),

@@ -7,7 +7,7 @@ import torch
 
 from cgn.composer import compose
 from cgn.config import ModelConfig
-from cgn.discriminator import ConvDiscriminator, LinearDiscriminator, build_discriminator
+from cgn.discriminator import ConvDiscriminator, LinearDiscriminator, build_discriminator, build_shape_discriminator
 from cgn.errors import LabelError
 from cgn.mechanisms import Shuffler, circular_shift
 from cgn.model import CGN
@@ -123,6 +123,10 @@ def test_discriminators(name):
     out.sum().backward()
     labels_matter = disc.eval()(torch.zeros(2, 3, 32, 32), torch.tensor([0, 1]))
     assert labels_matter[0] != labels_matter[1]
+    shape_disc = build_shape_discriminator(ModelConfig(shape_discriminator=name, ndf=16, shape_ndf=8))
+    assert shape_disc(torch.randn(5, 1, 32, 32), torch.arange(5)).shape == (5,)
+    wider = build_shape_discriminator(ModelConfig(shape_discriminator=name, ndf=8, shape_ndf=16))
+    assert sum(p.numel() for p in shape_disc.parameters()) < sum(p.numel() for p in wider.parameters())
 
 
 def test_paper_sizes():

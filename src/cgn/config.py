@@ -38,6 +38,10 @@ class ModelConfig:
     # "on" value at sqrt((1 − p) / p): with offset 0.5 only masks up to 31 % coverage can be
     # binary, and at initialisation the mask covers about 31 % instead of 50 %.
     mask_offset: float = 0.0
+    # The colour-blind shape-view discriminator of ``loss.shape_view_weight`` (ours; unused
+    # while that weight is 0): its architecture by name, on one input channel, and its width.
+    shape_discriminator: str = "linear_projection"
+    shape_ndf: int = 512
 
     def validate(self) -> None:
         _check(
@@ -46,7 +50,7 @@ class ModelConfig:
         )
         _check(self.generator in ("cgn", "cgan"), f"model.generator must be 'cgn' or 'cgan', not {self.generator!r}")
         _check(self.image_size % 4 == 0 and self.image_size > 0, "model.image_size must be a positive multiple of 4")
-        for name in ("num_classes", "latent_dim", "ngf", "ndf"):
+        for name in ("num_classes", "latent_dim", "ngf", "ndf", "shape_ndf"):
             _check(getattr(self, name) > 0, f"model.{name} must be positive")
 
 
@@ -162,6 +166,11 @@ class CGNConfig:
 
         DATASETS.get(self.train.dataset)
         DISCRIMINATORS.get(self.model.discriminator)
+        _check(
+            self.model.shape_discriminator in DISCRIMINATORS,
+            f"model.shape_discriminator must be one of {', '.join(DISCRIMINATORS.names())}, "
+            f"not {self.model.shape_discriminator!r}",
+        )
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -119,6 +121,11 @@ class ConvProjectionDiscriminator(nn.Module):
         return self.head(self.trunk(images), labels)
 
 
-def build_discriminator(config: ModelConfig, in_channels: int = 3) -> nn.Module:
-    """``model.discriminator`` by name, on images of ``in_channels`` (1 for the shape view)."""
-    return DISCRIMINATORS.get(config.discriminator)(config, in_channels)
+def build_discriminator(config: ModelConfig) -> nn.Module:
+    """``model.discriminator`` by name, on RGB images."""
+    return DISCRIMINATORS.get(config.discriminator)(config)
+
+
+def build_shape_discriminator(config: ModelConfig) -> nn.Module:
+    """``model.shape_discriminator`` by name, ``model.shape_ndf`` wide, on the one-channel shape view."""
+    return DISCRIMINATORS.get(config.shape_discriminator)(replace(config, ndf=config.shape_ndf), in_channels=1)

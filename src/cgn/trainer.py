@@ -35,7 +35,7 @@ from cgn.checkpoint import load_state, read_weights, save_weights
 from cgn.config import CGNConfig
 from cgn.data import build_dataset
 from cgn.data.base import BiasedMNIST
-from cgn.discriminator import build_discriminator
+from cgn.discriminator import build_discriminator, build_shape_discriminator
 from cgn.environment import describe
 from cgn.errors import CheckpointError, ConfigError
 from cgn.files import atomic_dir, atomic_path, write_text
@@ -187,7 +187,7 @@ class Trainer:
         if config.loss.shape_view_weight:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(derive_seed(t.seed, "init", "shape_view"))
-                self.shape_discriminator = build_discriminator(config.model, in_channels=1).to(
+                self.shape_discriminator = build_shape_discriminator(config.model).to(
                     self.device, memory_format=torch.channels_last
                 )
             self.opt_s = torch.optim.Adam(self.shape_discriminator.parameters(), lr=t.lr, betas=t.betas, fused=True)
