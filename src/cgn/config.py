@@ -78,9 +78,9 @@ class LossConfig:
     # on; after it the shapes train on the adversarial and mask terms alone.
     mode_seeking_until: float = 1.0
     # Our addition (0 = off, the paper): weight of the LSGAN loss of a second discriminator
-    # (same architecture, one input channel, own optimiser) that sees each image only as its
-    # colour-blind shape view (losses.shape_view), with the label. The main discriminator can
-    # tell classes apart by colour alone; this one only by the digit's shape.
+    # (model.shape_discriminator, own optimiser) that sees each image only as its colour-blind
+    # shape view (losses.shape_view), with the label. The main discriminator can tell classes
+    # apart by colour alone; this one only by the digit's shape.
     shape_view_weight: float = 0.0
 
     def validate(self) -> None:

@@ -1,0 +1,79 @@
+"""What the shape-view critic costs a training step: each fast recipe with and without it.
+
+For each dataset, ``configs/fast/<dataset>.toml`` as is and with ``loss.shape_view_weight=0``
+are trained side by side in one process (real trainer steps, bf16, batch 16), timed in
+alternating blocks so that both see the same machine; the median block gives images/s.
+Also a reference for how fast the machine is today: train minutes in
+``results/cgn_quality.json`` are only comparable between runs measured at similar speeds.
+
+Writes results/shape_view_cost.json.
+Usage: python benchmarks/shape_view_cost.py [--datasets ...] [--steps 100] [--blocks 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from cgn.config import load_config
+from cgn.environment import write_result
+from cgn.trainer import Trainer
+
+DATASETS = ["colored_mnist", "double_colored_mnist", "wildlife_mnist"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=DATASETS)
+    parser.add_argument("--steps", type=int, default=100, help="steps per timed block")
+    parser.add_argument("--blocks", type=int, default=3, help="timed blocks per variant (median)")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=Path("results/shape_view_cost.json"))
+    args = parser.parse_args()
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for dataset in args.datasets:
+            path = Path("configs/fast") / f"{dataset}.toml"
+            variants = {
+                "with_shape_view": load_config(path),
+                "without_shape_view": load_config(path, ["loss.shape_view_weight=0"]),
+            }
+            trainers = {name: Trainer(config, Path(tmp) / dataset / name) for name, config in variants.items()}
+            for trainer in trainers.values():
+                for _ in range(args.warmup):
+                    trainer.train_step()
+            times: dict[str, list[float]] = {name: [] for name in trainers}
+            for _ in range(args.blocks):
+                for name, trainer in trainers.items():
+                    start = time.perf_counter()
+                    for _ in range(args.steps):
+                        trainer.train_step()
+                    times[name].append(time.perf_counter() - start)
+            batch = variants["with_shape_view"].train.batch_size
+            speed = {name: round(args.steps * batch / statistics.median(t), 1) for name, t in times.items()}
+            row = {
+                "dataset": dataset,
+                "images_per_s": speed,
+                "slowdown": round(speed["without_shape_view"] / speed["with_shape_view"], 3),
+            }
+            rows.append(row)
+            print(row, flush=True)
+    write_result(
+        args.out,
+        {
+            "rows": rows,
+            "torch_threads": torch.get_num_threads(),
+            "notes": "fast recipes, bf16, batch 16; medians of alternating timed blocks in one process",
+        },
+    )
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
