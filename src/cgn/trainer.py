@@ -241,7 +241,8 @@ class Trainer:
             mask = out.mask.float() if out.mask is not None else None  # the cGAN baseline has none
             loss_g, parts = self.loss(d_fake.float(), mask, out.image, x_real)
             if self.shape_discriminator is not None:
-                s_fake = self.shape_discriminator(self.shape_view(out.image), y_gen)
+                fake_view = self.shape_view(out.image)
+                s_fake = self.shape_discriminator(fake_view, y_gen)
                 parts["shape_view"] = self.config.loss.shape_view_weight * generator_adversarial_loss(s_fake.float())
                 loss_g = loss_g + parts["shape_view"]
             if self.mode_seeking_on and mask is not None:
@@ -267,7 +268,7 @@ class Trainer:
             loss_d = discriminator_adversarial_loss(d_real.float(), d_fake.float())
             if self.shape_discriminator is not None:
                 s_real = self.shape_discriminator(self.shape_view(x_real), y_real)
-                s_fake = self.shape_discriminator(self.shape_view(out.image.detach()), y_gen)
+                s_fake = self.shape_discriminator(fake_view.detach(), y_gen)
                 parts["d_shape_view"] = discriminator_adversarial_loss(s_real.float(), s_fake.float())
         (loss_d + parts["d_shape_view"] if self.shape_discriminator is not None else loss_d).backward()
         if self.config.train.d_grad_clip:
