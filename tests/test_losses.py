@@ -96,6 +96,26 @@ def test_shape_view_is_the_stroke_whatever_the_two_colours():
     assert torch.allclose(view, torch.tensor(-0.8)) and torch.isfinite(flat.grad).all()  # floor: 2·1e-3 / 1e-2 − 1
 
 
+def test_the_mahalanobis_shape_view_fades_a_textured_background():
+    stroke = torch.zeros(1, 1, 12, 12)
+    stroke[:, :, 4:8, 5:7] = 1.0
+    columns = torch.arange(12) % 2 == 0  # a striped background: two colours, column by column
+    background = torch.where(columns, torch.tensor([0.8, 0.6, -0.6])[:, None], torch.tensor([-0.8, -0.6, 0.6])[:, None])
+    background = background[None, :, None, :].expand(1, 3, 12, 12)
+    digit = torch.tensor([0.6, -0.8, 0.0])[None, :, None, None]  # at right angles to the stripes' colour axis
+    images = stroke * digit + (1 - stroke) * background
+    on, off = stroke.bool(), ~stroke.bool()
+    plain = shape_view(images, width=2)
+    whitened = shape_view(images, width=2, distance="mahalanobis")
+    assert plain[off].max() > plain[on].min()  # the stripes are as far from the frame's mean as the digit
+    assert whitened[on].min() > 0.99 and whitened[off].max() < -0.9  # whitened: only the digit stands out
+    # On a one-coloured frame the whitened view is the plain one.
+    flat = stroke * digit + (1 - stroke) * torch.tensor([-1.0, 0.2, 0.4])[None, :, None, None]
+    assert torch.allclose(shape_view(flat, 2, "mahalanobis"), shape_view(flat, 2), atol=2e-3)
+    with pytest.raises(ValueError, match="'euclidean' or 'mahalanobis'"):
+        shape_view(images, 2, "cosine")
+
+
 def test_gram_is_normalised_per_sample():
     f = torch.ones(2, 3, 4, 4)
     g = gram(f)

@@ -48,7 +48,7 @@ def test_a_run_writes_its_artefacts(tmp_path, data_root, debug_config):
         ["train.ema_decay=0.9", "train.frame_init=true", "loss.mode_seeking_weight=0.1"],
         # The schedules change at the resume point (step 4 of 8).
         ["train.lr_decay_start=0.25", "loss.mode_seeking_weight=0.1", "loss.mode_seeking_until=0.5"],
-        ["loss.shape_view_weight=0.5", "train.d_grad_clip=1.0", "train.lr_decay_start=0.5"],
+        ["loss.shape_view_weight=0.5", "loss.shape_view_distance=mahalanobis", "train.d_grad_clip=1.0"],
     ],
 )
 def test_resume_is_exact(tmp_path, data_root, debug_config, overrides):
@@ -173,6 +173,22 @@ def test_a_step_leaves_the_discriminator_trainable_with_gradients(tmp_path, data
     trainer = Trainer(debug_config, tmp_path / "run", data_root=data_root)
     trainer.train_step()
     assert all(p.requires_grad and p.grad is not None for p in trainer.discriminator.parameters())
+
+
+@pytest.mark.parametrize("route", ["image", "mask"])
+def test_the_shape_critic_reaches_the_mechanisms_its_route_names(tmp_path, data_root, debug_config, route):
+    config = debug_config.override("loss.shape_view_weight=1", f"loss.shape_view_gradient={route}")
+    trainer = Trainer(config, tmp_path / "run", data_root=data_root)
+    labels = torch.arange(4)
+    out = trainer.generator(labels, noise=trainer.generator.sample_noise(4, trainer.rng))
+    critic_input = trainer.shape_critic_input(out)
+    assert torch.equal(critic_input, out.image)  # the same composite either way
+    trainer.shape_discriminator(trainer.shape_view(critic_input), labels).sum().backward()
+    reached = {
+        name: any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(trainer.generator, name).parameters())
+        for name in ("shape", "texture", "background")
+    }
+    assert reached == {"shape": True, "texture": route == "image", "background": route == "image"}
 
 
 def test_the_discriminator_clip_is_exact_under_its_limit_and_cuts_a_spike(tmp_path, data_root, debug_config):

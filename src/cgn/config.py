@@ -82,6 +82,15 @@ class LossConfig:
     # shape view (losses.shape_view), with the label. The main discriminator can tell classes
     # apart by colour alone; this one only by the digit's shape.
     shape_view_weight: float = 0.0
+    # Ours: the shape view's colour distance from the frame, "euclidean" (to the frame's mean
+    # colour) or "mahalanobis" (in units of the frame's colour spread, whose 3 × 3 covariance
+    # gets shape_view_variance_floor added): the latter fades a textured background's edges.
+    shape_view_distance: str = "euclidean"
+    shape_view_variance_floor: float = 1e-3
+    # Ours: where the shape critic's gradient reaches the generator. "image": through the
+    # composite into all three mechanisms; "mask": into the shape mechanism only (the critic
+    # sees the same composite, built from a detached foreground and background).
+    shape_view_gradient: str = "image"
 
     def validate(self) -> None:
         _check(len(self.style_weights) == 4, "loss.style_weights needs 4 values (relu1_2, relu2_2, relu3_3, relu4_3)")
@@ -96,6 +105,15 @@ class LossConfig:
         _check(self.mask_border_width > 0, "loss.mask_border_width must be positive")
         _check(self.mode_seeking_weight >= 0, "loss.mode_seeking_weight must not be negative")
         _check(self.shape_view_weight >= 0, "loss.shape_view_weight must not be negative")
+        _check(
+            self.shape_view_distance in ("euclidean", "mahalanobis"),
+            f"loss.shape_view_distance must be 'euclidean' or 'mahalanobis', not {self.shape_view_distance!r}",
+        )
+        _check(self.shape_view_variance_floor > 0, "loss.shape_view_variance_floor must be positive")
+        _check(
+            self.shape_view_gradient in ("image", "mask"),
+            f"loss.shape_view_gradient must be 'image' or 'mask', not {self.shape_view_gradient!r}",
+        )
         _check(0 < self.mode_seeking_until <= 1, "loss.mode_seeking_until must lie in (0, 1] (1 = the whole schedule)")
 
     @property

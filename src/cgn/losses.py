@@ -71,20 +71,41 @@ def frame_pixels(images: torch.Tensor, width: int) -> torch.Tensor:
     return images.flatten(2)[:, :, ~inner.flatten()]
 
 
-def shape_view(images: torch.Tensor, width: int) -> torch.Tensor:
-    """A colour-blind view of images (B, 3, H, W) → (B, 1, H, W) in [-1, 1]: each pixel's RGB
-    distance from the image's mean frame colour (the outer ``width`` pixels), divided by the
+def shape_view(
+    images: torch.Tensor, width: int, distance: str = "euclidean", variance_floor: float = 1e-3
+) -> torch.Tensor:
+    """A colour-blind view of images (B, 3, H, W) → (B, 1, H, W) in [-1, 1]: each pixel's
+    colour distance from the image's frame (the outer ``width`` pixels), divided by the
     image's largest such distance.
 
-    For a real coloured or double-coloured digit (one foreground colour on one background
-    colour) this is the MNIST stroke itself, whatever the two colours; on a composite it is
-    the mask wherever foreground and background differ. A discriminator on it can only tell
-    the classes apart by their shapes.
+    ``distance="euclidean"``: the RGB distance from the frame's mean colour. For a real
+    coloured or double-coloured digit (one foreground colour on one background colour) this is
+    the MNIST stroke itself, whatever the two colours; on a composite it is the mask wherever
+    foreground and background differ. A discriminator on it can only tell the classes apart
+    by shape.
+
+    ``distance="mahalanobis"``: the distance in units of the frame's own colour spread, with
+    ``variance_floor`` added to the frame's 3 × 3 colour covariance. On a one-coloured frame
+    the covariance is the floor alone and the view is the Euclidean one. On a textured
+    background (Wildlife) the colours the background texture varies along count for less, so
+    its edges fade from the view while the digit's texture stands out (README, "The shape
+    view").
     """
-    frame = frame_pixels(images, width).mean(2)[:, :, None, None]  # (B, 3, 1, 1)
-    distance = (images - frame).square().sum(1, keepdim=True).add(1e-6).sqrt()  # (B, 1, H, W)
-    peak = distance.flatten(1).amax(1).clamp_min(1e-2)[:, None, None, None]
-    return 2 * distance / peak - 1
+    with torch.autocast(images.device.type, enabled=False):
+        images = images.float()
+        frame = frame_pixels(images, width)  # (B, 3, P)
+        centre = frame.mean(2, keepdim=True)  # (B, 3, 1)
+        offsets = images.flatten(2) - centre  # (B, 3, H·W)
+        if distance == "mahalanobis":
+            spread = frame - centre
+            covariance = spread @ spread.mT / spread.shape[2]  # (B, 3, 3)
+            covariance = covariance + variance_floor * torch.eye(3, device=images.device)
+            offsets = torch.linalg.solve_triangular(torch.linalg.cholesky(covariance), offsets, upper=False)
+        elif distance != "euclidean":
+            raise ValueError(f"shape_view distance must be 'euclidean' or 'mahalanobis', not {distance!r}")
+        length = offsets.square().sum(1).add(1e-6).sqrt().view(images.shape[0], 1, *images.shape[2:])
+        peak = length.flatten(1).amax(1).clamp_min(1e-2)[:, None, None, None]
+        return 2 * length / peak - 1
 
 
 def mask_border_loss(mask: torch.Tensor, width: int) -> torch.Tensor:

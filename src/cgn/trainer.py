@@ -32,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cgn.checkpoint import load_state, read_weights, save_weights
+from cgn.composer import compose
 from cgn.config import CGNConfig
 from cgn.data import build_dataset
 from cgn.data.base import BiasedMNIST
@@ -47,7 +48,7 @@ from cgn.losses import (
     mode_seeking_loss,
     shape_view,
 )
-from cgn.model import build_generator
+from cgn.model import CGNOutput, build_generator
 from cgn.seeding import derive_seed, make_generator
 from cgn.viz import counterfactual_sheet, image_sheet, mechanism_sheet, save_image
 
@@ -241,7 +242,7 @@ class Trainer:
             mask = out.mask.float() if out.mask is not None else None  # the cGAN baseline has none
             loss_g, parts = self.loss(d_fake.float(), mask, out.image, x_real)
             if self.shape_discriminator is not None:
-                fake_view = self.shape_view(out.image)
+                fake_view = self.shape_view(self.shape_critic_input(out))
                 s_fake = self.shape_discriminator(fake_view, y_gen)
                 parts["shape_view"] = self.config.loss.shape_view_weight * generator_adversarial_loss(s_fake.float())
                 loss_g = loss_g + parts["shape_view"]
@@ -283,10 +284,17 @@ class Trainer:
         self.step += 1
         return {"g": loss_g.detach(), "d": loss_d.detach(), **{k: v.detach() for k, v in parts.items()}}
 
+    def shape_critic_input(self, out: CGNOutput) -> torch.Tensor:
+        """The composite whose shape view the shape critic judges; with ``shape_view_gradient``
+        "mask" its gradient reaches the generator through the mask alone."""
+        if self.config.loss.shape_view_gradient == "image" or out.mask is None:
+            return out.image
+        return compose(out.mask, out.foreground.detach(), out.background.detach())
+
     def shape_view(self, images: torch.Tensor) -> torch.Tensor:
-        return shape_view(images.float(), self.config.loss.mask_border_width).contiguous(
-            memory_format=torch.channels_last
-        )
+        loss = self.config.loss
+        view = shape_view(images, loss.mask_border_width, loss.shape_view_distance, loss.shape_view_variance_floor)
+        return view.contiguous(memory_format=torch.channels_last)
 
     def learning_rate(self, step: int) -> float:
         """``train.lr``, falling linearly to 0 at the last step from ``train.lr_decay_start``

@@ -1,0 +1,74 @@
+"""How much digit shape the shape view of real training images carries, for each distance.
+
+The shape-view critic (``loss.shape_view_weight``) learns what a class's digit looks like from
+the shape views of the real, biased training images; a view that hides the stroke in a
+background's texture teaches it little. This reads the views of real training images with the
+evaluation's digit judge (trained on grey MNIST strokes) and reports its accuracy per class,
+and the correlation of each view with the true stroke, for ``loss.shape_view_distance``
+"euclidean" and "mahalanobis" (several variance floors). No training involved.
+
+Writes results/shape_view_readability.json.
+Usage: python benchmarks/shape_view_readability.py [--samples 4000] [--floors 0.001 0.01 0.03]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from cgn.config import LossConfig
+from cgn.data import build_dataset
+from cgn.digit_classifier import load_or_train_digit_classifier
+from cgn.environment import write_result
+from cgn.evaluation import JUDGE_SEED
+from cgn.losses import shape_view
+
+DATASETS = ["colored_mnist", "double_colored_mnist", "wildlife_mnist"]
+
+
+def readability(view: torch.Tensor, stroke: torch.Tensor, labels: torch.Tensor, judge) -> dict[str, object]:
+    """The judge's accuracy on views (B, 1, H, W) in [-1, 1], overall and per class, and the
+    mean per-image correlation of view and stroke."""
+    predictions = judge.predict((view + 1) / 2)
+    hits = (predictions == labels).double()
+    a, b = view.flatten(1), stroke.flatten(1)
+    correlation = F.cosine_similarity(a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)).mean()
+    return {
+        "judge_accuracy": round(float(hits.mean()), 4),
+        "judge_accuracy_by_class": [round(float(hits[labels == c].mean()), 3) for c in range(10)],
+        "stroke_correlation": round(float(correlation), 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=DATASETS)
+    parser.add_argument("--samples", type=int, default=4000, help="random training images per dataset")
+    parser.add_argument("--floors", nargs="+", type=float, default=[0.001, 0.01, 0.03])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", type=Path, default=Path("results/shape_view_readability.json"))
+    args = parser.parse_args()
+
+    judge = load_or_train_digit_classifier(args.data_dir, seed=JUDGE_SEED)
+    width = LossConfig().mask_border_width
+    result: dict[str, object] = {"samples": args.samples, "frame_width": width}
+    for dataset in args.datasets:
+        data = build_dataset(dataset, split="train", seed=0, root=args.data_dir)
+        index = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[: args.samples]
+        batch = data.batch(index)
+        images, stroke, labels = batch["image"], batch["mask"], batch["label"]
+        rows = {"euclidean": readability(shape_view(images, width), stroke, labels, judge)}
+        for floor in args.floors:
+            view = shape_view(images, width, "mahalanobis", floor)
+            rows[f"mahalanobis_floor_{floor:g}"] = readability(view, stroke, labels, judge)
+        rows["stroke_itself"] = readability(2 * stroke - 1, stroke, labels, judge)
+        result[dataset] = rows
+        print(dataset, {name: row["judge_accuracy"] for name, row in rows.items()})
+    write_result(args.out, result)
+
+
+if __name__ == "__main__":
+    main()
