@@ -3,11 +3,11 @@
 For each dataset × batch size × style loss on/off × precision, runs the real training step
 (`Trainer.train_step`) and reports the median of 3 timed blocks, twice in the same run, the
 blocks alternating: as the trainer runs it ("ours": channels-last convolutions, the fused Adam,
-the chunked Gram-L1 style loss, the discriminator frozen in the generator step, the shuffler's
-gradient as a gather) and as a plain PyTorch port runs it ("plain": contiguous tensors, the
+the chunked Gram-L1 style loss, the discriminator frozen in the generator step, real and fake
+scored in one call by a discriminator without BatchNorm, the shuffler's gradient as a gather) and as a plain PyTorch port runs it ("plain": contiguous tensors, the
 per-parameter Adam loop, whole-batch Gram matrices compared by ``F.l1_loss``, the
-discriminator's weight gradients built in the generator step too, autograd's ``index_put`` for
-the shuffler). The style loss uses VGG-16 with random weights (the same cost as ImageNet weights).
+discriminator's weight gradients built in the generator step too, two discriminator calls,
+autograd's ``index_put`` for the shuffler). The style loss uses VGG-16 with random weights (the same cost as ImageNet weights).
 A phase profile (ours, batch 16) splits a step into data, generator forward, discriminator,
 style loss, backward and optimiser.
 
@@ -80,11 +80,12 @@ def make_plain(trainer: Trainer) -> Trainer:
 @contextlib.contextmanager
 def plain_step():
     """While inside, train steps run as a plain port would: the discriminator's weight gradients
-    are built in the generator step too, and the shuffler's gradient goes through autograd's
-    accumulating ``index_put``."""
+    are built in the generator step too, it scores the real and the fake batch in two calls, and
+    the shuffler's gradient goes through autograd's accumulating ``index_put``."""
     with (
-        mock.patch.object(trainer_module, "frozen", lambda module: contextlib.nullcontext()),
+        mock.patch.object(trainer_module, "frozen", lambda *modules: contextlib.nullcontext()),
         mock.patch.object(mechanisms, "circular_shift", mechanisms._shift_gather),
+        mock.patch.object(trainer_module, "critic_pair", lambda critic, real, fake: (critic(*real), critic(*fake))),
     ):
         yield
 
@@ -138,7 +139,8 @@ def phase_profile(trainer: Trainer, steps: int) -> dict[str, float]:
         t = tick("generator_optimizer", t)
         trainer.opt_d.zero_grad(set_to_none=True)
         with trainer.autocast():
-            loss_d = discriminator_adversarial_loss(d(x_real, y_real).float(), d(out.image.detach(), y_gen).float())
+            d_real, d_fake = trainer_module.critic_pair(d, (x_real, y_real), (out.image.detach(), y_gen))
+            loss_d = discriminator_adversarial_loss(d_real.float(), d_fake.float())
         loss_d.backward()
         trainer.opt_d.step()
         tick("discriminator_step", t)

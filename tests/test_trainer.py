@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -12,7 +13,8 @@ from cgn.config import load_config
 from cgn.data.double_colored import DoubleColoredMNIST
 from cgn.errors import CheckpointError, ConfigError
 from cgn.model import CGN
-from cgn.trainer import Trainer, WeightAverage, frozen, recalibrate_batchnorm, train_cgn
+from cgn.discriminator import build_discriminator
+from cgn.trainer import Trainer, WeightAverage, batch_independent, critic_pair, frozen, recalibrate_batchnorm, train_cgn
 from tests.conftest import REPO
 
 
@@ -136,6 +138,34 @@ def test_frozen_leaves_the_input_gradient_and_restores_the_flags():
     with pytest.raises(RuntimeError), frozen(d):
         raise RuntimeError("a failing step")
     assert [p.requires_grad for p in d.parameters()] == [True, False, True, True]
+
+
+@pytest.mark.parametrize("name", ["linear", "linear_projection", "conv", "conv_projection"])
+def test_a_critic_scores_real_and_fake_as_two_separate_calls_would(debug_config, name):
+    critic = build_discriminator(debug_config.model.__class__(discriminator=name, ndf=16)).eval()
+    real = (torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))
+    fake = (torch.randn(4, 3, 32, 32), torch.tensor([4, 5, 6, 7]))
+    d_real, d_fake = critic_pair(critic, real, fake)
+    assert torch.allclose(d_real, critic(*real), atol=1e-6) and torch.allclose(d_fake, critic(*fake), atol=1e-6)
+    # BatchNorm's training statistics are per batch: such a critic must get two calls.
+    assert batch_independent(critic) == name.startswith("linear")
+    critic.train()
+    if not batch_independent(critic):
+        assert torch.equal(critic_pair(critic, real, fake)[1], critic(*fake))
+
+
+def test_a_bf16_run_keeps_the_frozen_style_network_in_bf16_with_the_same_loss(tmp_path, data_root, debug_config):
+    config = debug_config.override("loss.style_network=vgg16_random", "train.precision=bf16")
+    trainer = Trainer(config, tmp_path / "run", data_root=data_root)
+    features = trainer.loss.style.features
+    assert {p.dtype for p in features.parameters()} == {torch.bfloat16}
+    generated, real = torch.randn(2, 3, 32, 32, requires_grad=True), torch.randn(2, 3, 32, 32)
+    losses, grads = [], []
+    for style in (trainer.loss.style, copy.deepcopy(trainer.loss.style).float()):  # bf16, then autocast's casts
+        with trainer.autocast():
+            losses.append(style(generated, real))
+        grads.append(torch.autograd.grad(losses[-1], generated)[0])
+    assert torch.equal(losses[0], losses[1]) and torch.equal(grads[0], grads[1])
 
 
 def test_the_learning_rate_decays_to_zero_and_the_mode_seeking_term_stops_on_schedule(
