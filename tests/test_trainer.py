@@ -11,9 +11,9 @@ import torch
 from cgn.checkpoint import load_cgn, read_weights, save_weights
 from cgn.config import load_config
 from cgn.data.double_colored import DoubleColoredMNIST
+from cgn.discriminator import build_discriminator
 from cgn.errors import CheckpointError, ConfigError
 from cgn.model import CGN
-from cgn.discriminator import build_discriminator
 from cgn.trainer import Trainer, WeightAverage, batch_independent, critic_pair, frozen, recalibrate_batchnorm, train_cgn
 from tests.conftest import REPO
 
