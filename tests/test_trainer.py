@@ -97,6 +97,22 @@ def test_the_weight_average_follows_the_live_weights_and_is_what_the_run_returns
     assert not torch.equal(final["shape.fc.weight"], raw["shape.fc.weight"])
 
 
+def test_with_warm_up_2_the_average_starts_as_the_running_mean(debug_config):
+    live = torch.nn.Linear(1, 1, bias=False)
+    average = WeightAverage(live, decay=0.999, warmup=2)
+    seen = [live.weight.item()]
+    for n, value in enumerate([3.0, -1.0, 5.0, 2.0]):
+        with torch.no_grad():
+            live.weight.fill_(value)
+        average.update(live, updates_so_far=n)
+        seen.append(value)
+        assert average.model.weight.item() == pytest.approx(sum(seen) / len(seen))
+    # The default warm-up keeps the decay under 0.999 for 8,990 updates.
+    assert (1 + 8_989) / (10 + 8_989) < 0.999 <= (1 + 8_990) / (10 + 8_990)
+    with pytest.raises(ConfigError, match="ema_warmup"):
+        debug_config.override("train.ema_warmup=1")
+
+
 def test_recalibrated_statistics_are_those_of_the_model_itself(debug_config):
     model = CGN(debug_config.model)
     calibrated = recalibrate_batchnorm(model, torch.Generator().manual_seed(0), batches=3, batch_size=8)

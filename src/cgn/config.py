@@ -136,6 +136,10 @@ class TrainConfig:
     # Ours (0 = off, the paper): keep an exponential moving average of the generator's weights
     # (decay per step) and use it for samples, the final weights and counterfactuals.
     ema_decay: float = 0.0
+    # The average's warm-up: the decay after n updates is min(ema_decay, (1 + n) / (ema_warmup + n)).
+    # With 10, a decay of 0.999 is reached only after 8,990 updates, so shorter runs average
+    # over about their last tenth; 2 makes the first updates a plain running mean instead.
+    ema_warmup: float = 10.0
     # Ours (False = the paper's init): start the background mechanism's output BatchNorm bias at
     # atanh of the real frames' mean colour, so that its first outputs already look like a
     # background (with the paper's zero bias, the batch mean of the map is mid-grey).
@@ -161,6 +165,7 @@ class TrainConfig:
         )
         _check(self.lr > 0, "train.lr must be positive")
         _check(0 <= self.ema_decay < 1, "train.ema_decay must lie in [0, 1) (0 = no moving average)")
+        _check(self.ema_warmup > 1, "train.ema_warmup must be greater than 1 (10 = the default warm-up)")
         _check(self.d_grad_clip >= 0, "train.d_grad_clip must be non-negative (0 = no clipping)")
         _check(0 <= self.lr_decay_start <= 1, "train.lr_decay_start must lie in [0, 1] (1 = constant learning rate)")
         for name in ("log_every", "sample_every", "checkpoint_every"):

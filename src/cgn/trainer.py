@@ -76,8 +76,11 @@ class WeightAverage:
 
     ``train.ema_decay`` (ours, off by default): averaged GAN generators give cleaner samples
     than the last iterate (Yazıcı et al. 2019; BigGAN; StyleGAN). The decay warms up as
-    ``min(decay, (1 + n) / (10 + n))`` after n updates, so short runs do not keep their
-    random initial weights in the average (0.999⁵⁰⁰⁰ ≈ 0.7 % would remain after 5,000 steps).
+    ``min(decay, (1 + n) / (warmup + n))`` after n updates (``train.ema_warmup``, 10 by
+    default), so short runs do not keep their random initial weights in the average
+    (0.999⁵⁰⁰⁰ ≈ 0.7 % would remain after 5,000 steps). With warm-up 10 the decay stays under
+    0.999 for 8,990 updates: a 5,000-step run averages over about its last 500 steps whatever
+    ``ema_decay`` says.
 
     The live model's BatchNorm running statistics belong to the live weights, not to the
     average: the mechanisms end in a BatchNorm that sets the output colour, and borrowing them
@@ -85,14 +88,14 @@ class WeightAverage:
     recomputes them for the averaged weights, as SWA does (Izmailov et al. 2018).
     """
 
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        self.decay = decay
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: float = 10.0) -> None:
+        self.decay, self.warmup = decay, warmup
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self._calibrated: tuple[int, torch.nn.Module] | None = None
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, updates_so_far: int) -> None:
-        decay = min(self.decay, (1 + updates_so_far) / (10 + updates_so_far))
+        decay = min(self.decay, (1 + updates_so_far) / (self.warmup + updates_so_far))
         torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1 - decay)
         for average, live in zip(self.model.buffers(), model.buffers(), strict=True):
             average.copy_(live)
@@ -215,7 +218,7 @@ class Trainer:
                     self.device, memory_format=torch.channels_last
                 )
             self.opt_s = torch.optim.Adam(self.shape_discriminator.parameters(), lr=t.lr, betas=t.betas, fused=True)
-        self.average = WeightAverage(self.generator, t.ema_decay) if t.ema_decay else None
+        self.average = WeightAverage(self.generator, t.ema_decay, t.ema_warmup) if t.ema_decay else None
         self.rng = make_generator(t.seed, "train")
         self.step = 0
         self.train_seconds = 0.0  # wall time spent in fit, summed over resumes
