@@ -162,8 +162,9 @@ def critic_pair(
     critic: torch.nn.Module, real: tuple[torch.Tensor, torch.Tensor], fake: tuple[torch.Tensor, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The critic's scores of a real and a fake batch (images, labels). A batch-independent
-    critic scores both in one call (one weight cast, one weight-gradient product: 7 % of a
-    double-colored step); one with BatchNorm gets two calls, as its batch statistics are per batch."""
+    critic scores both in one call (one weight cast, one weight-gradient product: about 3 ms
+    of a 35 ms double-colored bf16 step); one with BatchNorm gets two calls, as its batch
+    statistics are per batch."""
     if not batch_independent(critic):
         return critic(*real), critic(*fake)
     n = len(real[0])
