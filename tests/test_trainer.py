@@ -51,6 +51,7 @@ def test_a_run_writes_its_artefacts(tmp_path, data_root, debug_config):
         # The schedules change at the resume point (step 4 of 8).
         ["train.lr_decay_start=0.25", "loss.mode_seeking_weight=0.1", "loss.mode_seeking_until=0.5"],
         ["loss.shape_view_weight=0.5", "loss.shape_view_distance=mahalanobis", "train.d_grad_clip=1.0"],
+        ["train.mechanism_lr_scale=[1.0, 0.5, 2.0]", "train.lr_decay_start=0.25"],
     ],
 )
 def test_resume_is_exact(tmp_path, data_root, debug_config, overrides):
@@ -213,6 +214,30 @@ def test_the_learning_rate_decays_to_zero_and_the_mode_seeking_term_stops_on_sch
     ]:
         with pytest.raises(ConfigError, match=message):
             debug_config.override(bad)
+
+
+def test_each_mechanism_learns_at_its_own_rate_through_the_decay(tmp_path, data_root, debug_config):
+    config = debug_config.override(
+        "train.lr=1e-3", "train.mechanism_lr_scale=[1.0, 0.25, 4.0]", "train.lr_decay_start=0.5"
+    )
+    trainer = Trainer(config, tmp_path / "run", data_root=data_root)
+    before = copy.deepcopy(trainer.generator.state_dict())
+    trainer.train_step()
+    # Adam's first update moves a weight by lr * g / (|g| + eps): at most lr, and nearly lr
+    # for most weights, so each mechanism's largest move is its own rate.
+    for name, scale in [("shape", 1.0), ("texture", 0.25), ("background", 4.0), ("label_embedding", 1.0)]:
+        moved = max(
+            (param.detach() - before[f"{name}.{key}"]).abs().max().item()
+            for key, param in getattr(trainer.generator, name).named_parameters()
+        )
+        assert moved == pytest.approx(1e-3 * scale, rel=0.01), name
+    trainer.step = 6  # three quarters in: every rate at half its value
+    trainer.set_learning_rate()
+    assert [g["lr"] for g in trainer.opt_g.param_groups] == pytest.approx([5e-4, 1.25e-4, 2e-3, 5e-4])
+    # The default keeps the plain single-group optimiser that earlier checkpoints hold.
+    assert len(Trainer(debug_config, tmp_path / "plain", data_root=data_root).opt_g.param_groups) == 1
+    with pytest.raises(ConfigError, match="mechanism_lr_scale"):
+        debug_config.override("train.mechanism_lr_scale=[1.0, 0.0, 1.0]")
 
 
 def test_a_step_leaves_the_discriminator_trainable_with_gradients(tmp_path, data_root, debug_config):

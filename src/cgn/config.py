@@ -151,6 +151,10 @@ class TrainConfig:
     # Ours (1 = a constant learning rate, the paper): from this share of the schedule on, both
     # learning rates fall linearly to 0 at the last step.
     lr_decay_start: float = 1.0
+    # Ours ((1, 1, 1) = one learning rate, the paper's MNIST code): the shape, texture and
+    # background mechanisms learn at lr times these factors (the ImageNet CGN gives each
+    # mechanism its own rate, PAPER.md §2); the label embedding keeps lr.
+    mechanism_lr_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
     device: str = "auto"  # "auto", "cpu", "cuda"
     log_every: int = 50
     sample_every: int = 2000
@@ -168,6 +172,10 @@ class TrainConfig:
         _check(self.ema_warmup > 1, "train.ema_warmup must be greater than 1 (10 = the default warm-up)")
         _check(self.d_grad_clip >= 0, "train.d_grad_clip must be non-negative (0 = no clipping)")
         _check(0 <= self.lr_decay_start <= 1, "train.lr_decay_start must lie in [0, 1] (1 = constant learning rate)")
+        _check(
+            len(self.mechanism_lr_scale) == 3 and all(f > 0 for f in self.mechanism_lr_scale),
+            "train.mechanism_lr_scale must be three positive factors (shape, texture, background)",
+        )
         for name in ("log_every", "sample_every", "checkpoint_every"):
             _check(getattr(self, name) > 0, f"train.{name} must be positive")
 

@@ -27,6 +27,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -209,7 +210,7 @@ class Trainer:
             # Frozen, so stored in bf16 it gives bit-identical losses and gradients; autocast
             # would otherwise cast its 7.6M weights twice a step (5 % of a batch-16 step).
             self.loss.style.features.to(torch.bfloat16)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=t.lr, betas=t.betas, fused=True)
+        self.opt_g = torch.optim.Adam(self.generator_param_groups(), lr=t.lr, betas=t.betas, fused=True)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=t.lr, betas=t.betas, fused=True)
         self.shape_discriminator, self.opt_s = None, None
         if config.loss.shape_view_weight:
@@ -332,12 +333,34 @@ class Trainer:
             return t.lr
         return t.lr * (self.total_steps - step) / (self.total_steps - start)
 
+    def generator_param_groups(self) -> list[dict[str, Any]]:
+        """The generator's parameters as Adam groups, each with its ``lr_scale``: one group when
+        ``train.mechanism_lr_scale`` is (1, 1, 1), so that default runs and their checkpoints
+        keep the plain optimiser; else one group per mechanism and one for the rest."""
+        t = self.config.train
+        groups = [{"params": list(self.generator.parameters()), "lr_scale": 1.0}]
+        if tuple(t.mechanism_lr_scale) == (1.0, 1.0, 1.0):
+            return groups
+        mechanisms = [getattr(self.generator, name, None) for name in ("shape", "texture", "background")]
+        if any(m is None for m in mechanisms):
+            raise ConfigError(
+                f"train.mechanism_lr_scale needs a CGN with three mechanisms; "
+                f"{type(self.generator).__name__} has none: leave it at [1.0, 1.0, 1.0]"
+            )
+        owned = {id(p) for m in mechanisms for p in m.parameters()}
+        rest = [p for p in self.generator.parameters() if id(p) not in owned]
+        groups = [
+            {"params": list(m.parameters()), "lr": t.lr * scale, "lr_scale": scale}
+            for m, scale in zip(mechanisms, t.mechanism_lr_scale, strict=True)
+        ]
+        return [*groups, {"params": rest, "lr_scale": 1.0}]
+
     def set_learning_rate(self) -> None:
         if self.config.train.lr_decay_start < 1:
             lr = self.learning_rate(self.step)
             for opt in self.optimizers.values():
                 for group in opt.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
 
     @property
     def mode_seeking_on(self) -> bool:
