@@ -3,11 +3,13 @@
 For each dataset × batch size × style loss on/off × precision, runs the real training step
 (`Trainer.train_step`) and reports the median of 3 timed blocks, twice in the same run, the
 blocks alternating: as the trainer runs it ("ours": channels-last convolutions, the fused Adam,
-the chunked Gram-L1 style loss, the discriminator frozen in the generator step, real and fake
-scored in one call by a discriminator without BatchNorm, the shuffler's gradient as a gather) and as a plain PyTorch port runs it ("plain": contiguous tensors, the
-per-parameter Adam loop, whole-batch Gram matrices compared by ``F.l1_loss``, the
-discriminator's weight gradients built in the generator step too, two discriminator calls,
-autograd's ``index_put`` for the shuffler). The style loss uses VGG-16 with random weights (the same cost as ImageNet weights).
+the chunked Gram-L1 style loss, one autocast region for both updates with the generator's
+backward limited to its own parameters, real and fake scored in one call by a discriminator
+without BatchNorm, the shuffler's gradient as a gather) and as a plain PyTorch port runs it
+("plain", :func:`plain_train_step`: contiguous tensors, the per-parameter Adam loop,
+whole-batch Gram matrices compared by ``F.l1_loss``, an autocast region per update, a full
+backward of the generator's loss, two discriminator calls, autograd's ``index_put`` for the
+shuffler). The style loss uses VGG-16 with random weights (the same cost as ImageNet weights).
 A phase profile (ours, batch 16) splits a step into data, generator forward, discriminator,
 style loss, backward and optimiser.
 
@@ -78,16 +80,37 @@ def make_plain(trainer: Trainer) -> Trainer:
 
 
 @contextlib.contextmanager
-def plain_step():
-    """While inside, train steps run as a plain port would: the discriminator's weight gradients
-    are built in the generator step too, it scores the real and the fake batch in two calls, and
-    the shuffler's gradient goes through autograd's accumulating ``index_put``."""
-    with (
-        mock.patch.object(trainer_module, "frozen", lambda *modules: contextlib.nullcontext()),
-        mock.patch.object(mechanisms, "circular_shift", mechanisms._shift_gather),
-        mock.patch.object(trainer_module, "critic_pair", lambda critic, real, fake: (critic(*real), critic(*fake))),
-    ):
+def plain_shuffler():
+    """While inside, the shuffler's gradient goes through autograd's accumulating ``index_put``."""
+    with mock.patch.object(mechanisms, "circular_shift", mechanisms._shift_gather):
         yield
+
+
+def plain_train_step(trainer: Trainer) -> None:
+    """The paper's training step as a plain port writes it: an autocast region per update (so
+    the critic's weights are cast to bf16 in each), a full backward of the generator's loss
+    (which builds the critic's weight gradients too, discarded by its ``zero_grad``), and the
+    real and fake batches scored in two critic calls."""
+    config = trainer.config
+    assert not (config.loss.shape_view_weight or config.loss.mode_seeking_weight or config.train.ema_decay)
+    real = trainer.real_batch(trainer.step)
+    x_real, y_real = real["image"], real["label"]
+    y_gen = torch.randint(0, config.model.num_classes, (len(y_real),), generator=trainer.rng)
+    noise = trainer.generator.sample_noise(len(y_real), trainer.rng)
+    trainer.opt_g.zero_grad(set_to_none=True)
+    with trainer.autocast(), plain_shuffler():
+        out = trainer.generator(y_gen, noise=noise, generator=trainer.rng)
+        d_fake = trainer.discriminator(out.image, y_gen)
+        loss_g, _ = trainer.loss(d_fake.float(), out.mask.float(), out.image, x_real)
+    loss_g.backward()
+    trainer.opt_g.step()
+    trainer.opt_d.zero_grad(set_to_none=True)
+    with trainer.autocast():
+        d_real, d_fake = trainer.discriminator(x_real, y_real), trainer.discriminator(out.image.detach(), y_gen)
+        loss_d = discriminator_adversarial_loss(d_real.float(), d_fake.float())
+    loss_d.backward()
+    trainer.opt_d.step()
+    trainer.step += 1
 
 
 def seconds_per_step(ours: Trainer, plain: Trainer, steps: int, repeats: int = 3) -> tuple[float, float]:
@@ -95,16 +118,14 @@ def seconds_per_step(ours: Trainer, plain: Trainer, steps: int, repeats: int = 3
     speed drifts by tens of percent within minutes)."""
     for _ in range(5):
         ours.train_step()
-        with plain_step():
-            plain.train_step()
+        plain_train_step(plain)
     times: dict[str, list[float]] = {"ours": [], "plain": []}
     for _ in range(repeats):
-        for name, trainer in (("ours", ours), ("plain", plain)):
-            with plain_step() if name == "plain" else contextlib.nullcontext():
-                start = time.perf_counter()
-                for _ in range(steps):
-                    trainer.train_step()
-                times[name].append((time.perf_counter() - start) / steps)
+        for name, step in (("ours", ours.train_step), ("plain", lambda: plain_train_step(plain))):
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            times[name].append((time.perf_counter() - start) / steps)
     return statistics.median(times["ours"]), statistics.median(times["plain"])
 
 
@@ -126,24 +147,24 @@ def phase_profile(trainer: Trainer, steps: int) -> dict[str, float]:
         noise = g.sample_noise(len(y_real), trainer.rng)
         t = tick("data", t)
         trainer.opt_g.zero_grad(set_to_none=True)
-        with trainer.autocast(), trainer_module.frozen(d):
+        with trainer.autocast():  # one region, as in train_step
             out = g(y_gen, noise=noise, generator=trainer.rng)
             t = tick("generator_forward", t)
             d_fake = d(out.image, y_gen)
             t = tick("discriminator_forward_g_step", t)
             total, _ = loss(d_fake.float(), out.mask.float(), out.image, x_real)
             t = tick("style_and_other_losses", t)
-        total.backward()
-        t = tick("generator_backward", t)
-        trainer.opt_g.step()
-        t = tick("generator_optimizer", t)
-        trainer.opt_d.zero_grad(set_to_none=True)
-        with trainer.autocast():
+            with trainer.autocast(enabled=False):
+                total.backward(inputs=trainer.generator_parameters)
+            t = tick("generator_backward", t)
+            trainer.opt_d.zero_grad(set_to_none=True)
             d_real, d_fake = trainer_module.critic_pair(d, (x_real, y_real), (out.image.detach(), y_gen))
             loss_d = discriminator_adversarial_loss(d_real.float(), d_fake.float())
         loss_d.backward()
         trainer.opt_d.step()
-        tick("discriminator_step", t)
+        t = tick("discriminator_step", t)
+        trainer.opt_g.step()
+        tick("generator_optimizer", t)
         trainer.step += 1
     total_ms = sum(phases.values())
     return {k: {"ms": round(v, 2), "share": round(v / total_ms, 3)} for k, v in phases.items()}

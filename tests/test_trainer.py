@@ -13,8 +13,9 @@ from cgn.config import load_config
 from cgn.data.double_colored import DoubleColoredMNIST
 from cgn.discriminator import build_discriminator
 from cgn.errors import CheckpointError, ConfigError
+from cgn.losses import discriminator_adversarial_loss, generator_adversarial_loss
 from cgn.model import CGN
-from cgn.trainer import Trainer, WeightAverage, batch_independent, critic_pair, frozen, recalibrate_batchnorm, train_cgn
+from cgn.trainer import Trainer, WeightAverage, batch_independent, critic_pair, recalibrate_batchnorm, train_cgn
 from tests.conftest import REPO
 
 
@@ -142,19 +143,61 @@ def test_frame_init_starts_the_background_at_the_real_frame_colour(tmp_path, dat
     assert torch.equal(trainer.average.model.background.out_norm.bias, trainer.generator.background.out_norm.bias)
 
 
-def test_frozen_leaves_the_input_gradient_and_restores_the_flags():
-    d = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LeakyReLU(0.2), torch.nn.Linear(3, 1))
-    x = torch.randn(5, 4, requires_grad=True)
-    (expected,) = torch.autograd.grad(d(x).sum(), x)
-    with frozen(d):
-        out = d(x).sum()
-    (grad,) = torch.autograd.grad(out, x)
-    assert torch.equal(grad, expected)
-    assert all(p.grad is None for p in d.parameters())
-    d[0].bias.requires_grad_(False)  # frozen on purpose: stays so
-    with pytest.raises(RuntimeError), frozen(d):
-        raise RuntimeError("a failing step")
-    assert [p.requires_grad for p in d.parameters()] == [True, False, True, True]
+def two_region_step(trainer: Trainer) -> None:
+    """The training step as two autocast regions, the critics' weights switched off for the
+    generator's loss: the reference for the one-region step (the paper's losses plus the
+    shape critic and the moving average)."""
+    critics = [trainer.discriminator, trainer.shape_discriminator]
+    real = trainer.real_batch(trainer.step)
+    x_real, y_real = real["image"], real["label"]
+    y_gen = torch.randint(0, 10, (len(y_real),), generator=trainer.rng)
+    noise = trainer.generator.sample_noise(len(y_real), trainer.rng)
+    trainer.opt_g.zero_grad(set_to_none=True)
+    for p in (p for c in critics for p in c.parameters()):
+        p.requires_grad_(False)
+    with trainer.autocast():
+        out = trainer.generator(y_gen, noise=noise, generator=trainer.rng)
+        loss_g, _ = trainer.loss(trainer.discriminator(out.image, y_gen).float(), out.mask.float(), out.image, x_real)
+        fake_view = trainer.shape_view(trainer.shape_critic_input(out))
+        loss_g = loss_g + 0.5 * generator_adversarial_loss(trainer.shape_discriminator(fake_view, y_gen).float())
+    for p in (p for c in critics for p in c.parameters()):
+        p.requires_grad_(True)
+    loss_g.backward()
+    trainer.opt_g.step()
+    trainer.average.update(trainer.generator, trainer.step)
+    trainer.opt_d.zero_grad(set_to_none=True)
+    trainer.opt_s.zero_grad(set_to_none=True)
+    with trainer.autocast():
+        d_real, d_fake = critic_pair(trainer.discriminator, (x_real, y_real), (out.image.detach(), y_gen))
+        s_real, s_fake = critic_pair(
+            trainer.shape_discriminator, (trainer.shape_view(x_real), y_real), (fake_view.detach(), y_gen)
+        )
+        loss_d = discriminator_adversarial_loss(d_real.float(), d_fake.float())
+        loss_d = loss_d + discriminator_adversarial_loss(s_real.float(), s_fake.float())
+    loss_d.backward()
+    trainer.opt_d.step()
+    trainer.opt_s.step()
+    trainer.step += 1
+
+
+@pytest.mark.parametrize(
+    "overrides", [["train.precision=fp32"], ["train.precision=bf16", "loss.style_network=vgg16_random"]]
+)
+def test_the_one_region_step_equals_two_regions_with_frozen_critics(tmp_path, data_root, debug_config, overrides):
+    config = debug_config.override(*overrides, "loss.shape_view_weight=0.5", "train.ema_decay=0.9")
+    one, two = (Trainer(config, tmp_path / name, data_root=data_root) for name in ("one", "two"))
+    for _ in range(3):
+        torch.manual_seed(7)  # dropout
+        parts = one.train_step()
+        torch.manual_seed(7)
+        two_region_step(two)
+    assert torch.isfinite(parts["g"])
+    for name in ("generator", "discriminator", "shape_discriminator"):
+        a, b = getattr(one, name).state_dict(), getattr(two, name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert all(
+        torch.equal(p, q) for p, q in zip(one.average.model.parameters(), two.average.model.parameters(), strict=True)
+    )
 
 
 @pytest.mark.parametrize("name", ["linear", "linear_projection", "conv", "conv_projection"])

@@ -173,20 +173,6 @@ def critic_pair(
     return scores[:n], scores[n:]
 
 
-@contextlib.contextmanager
-def frozen(*modules: torch.nn.Module | None):
-    """The modules' parameters need no gradient inside (what is built there cannot reach them);
-    each gets its own flag back on the way out. ``None`` entries are skipped."""
-    flags = [(p, p.requires_grad) for m in modules if m is not None for p in m.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
 class Trainer:
     """Owns models, optimisers, data and random state of one run; ``fit`` runs it."""
 
@@ -211,6 +197,7 @@ class Trainer:
             # would otherwise cast its 7.6M weights twice a step (5 % of a batch-16 step).
             self.loss.style.features.to(torch.bfloat16)
         self.opt_g = torch.optim.Adam(self.generator_param_groups(), lr=t.lr, betas=t.betas, fused=True)
+        self.generator_parameters = list(self.generator.parameters())  # what the generator's backward reaches
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=t.lr, betas=t.betas, fused=True)
         self.shape_discriminator, self.opt_s = None, None
         if config.loss.shape_view_weight:
@@ -246,9 +233,11 @@ class Trainer:
         classes = batch["label"].unique()
         return torch.stack([per_image[batch["label"] == c].mean(0) for c in classes]).mean(0)
 
-    def autocast(self):
+    def autocast(self, enabled: bool = True):
+        """bf16 autocast in bf16 runs. ``enabled=False`` inside it suspends it (for a backward
+        pass) while keeping its cache of weight casts, which lives until the outer region ends."""
         if self.config.train.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
         return contextlib.nullcontext()
 
     # -- one step -----------------------------------------------------------------------------
@@ -263,8 +252,12 @@ class Trainer:
 
         self.set_learning_rate()
         self.opt_g.zero_grad(set_to_none=True)
-        # Frozen: the graph reaches the discriminator's input but none of its weights.
-        with self.autocast(), frozen(self.discriminator, self.shape_discriminator):
+        # One autocast region for both forward passes: the bf16 casts of the critics' weights
+        # made for the generator's loss are cached and reused by the critics' own update
+        # (bit-identical; about 1.5 ms of a 50 ms double-colored bf16 step). The backward passes
+        # run with autocast suspended, as outside it. The generator's stops at its own
+        # parameters, so it builds none of the critics' weight gradients.
+        with self.autocast():
             out = self.generator(y_gen, noise=noise, generator=self.rng)
             d_fake = self.discriminator(out.image, y_gen)
             mask = out.mask.float() if out.mask is not None else None  # the cGAN baseline has none
@@ -283,15 +276,12 @@ class Trainer:
                     mask, mask_b, noise, noise_b
                 )
                 loss_g = loss_g + parts["mode_seeking"]
-        loss_g.backward()
-        self.opt_g.step()
-        if self.average is not None:
-            self.average.update(self.generator, self.step)
+            with self.autocast(enabled=False):
+                loss_g.backward(inputs=self.generator_parameters)
 
-        self.opt_d.zero_grad(set_to_none=True)
-        if self.opt_s is not None:
-            self.opt_s.zero_grad(set_to_none=True)
-        with self.autocast():
+            self.opt_d.zero_grad(set_to_none=True)
+            if self.opt_s is not None:
+                self.opt_s.zero_grad(set_to_none=True)
             d_real, d_fake = critic_pair(self.discriminator, (x_real, y_real), (out.image.detach(), y_gen))
             loss_d = discriminator_adversarial_loss(d_real.float(), d_fake.float())
             if self.shape_discriminator is not None:
@@ -300,6 +290,10 @@ class Trainer:
                 )
                 parts["d_shape_view"] = discriminator_adversarial_loss(s_real.float(), s_fake.float())
         (loss_d + parts["d_shape_view"] if self.shape_discriminator is not None else loss_d).backward()
+        self.opt_g.step()
+        if self.average is not None:
+            self.average.update(self.generator, self.step)
+
         if self.config.train.d_grad_clip:
             limit = self.config.train.d_grad_clip
             norm = torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), limit)
