@@ -320,10 +320,14 @@ def test_the_discriminator_clip_is_exact_under_its_limit_and_cuts_a_spike(tmp_pa
     assert all(s["d_clipped"] == 1 for s in steps) and not all(torch.equal(plain[k], cut[k]) for k in plain)
     with pytest.raises(ConfigError, match="d_grad_clip must be non-negative"):
         debug_config.override("train.d_grad_clip=-1")
-    # The log keeps each window's mean and largest norm, where a spike shows.
-    train_cgn(debug_config.override("train.d_grad_clip=1e9"), tmp_path / "run", data_root=data_root, progress=False)
+    # The log keeps each window's mean and largest norm, where a spike shows, for the shape
+    # critic too.
+    config = debug_config.override("train.d_grad_clip=1e9", "loss.shape_view_weight=0.5")
+    train_cgn(config, tmp_path / "run", data_root=data_root, progress=False)
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert all(r["d_grad_norm_max"] >= r["d_grad_norm"] > 0 and r["d_clipped"] == 0 for r in lines)
+    for critic in ("d", "s"):
+        assert all(r[f"{critic}_grad_norm_max"] >= r[f"{critic}_grad_norm"] > 0 for r in lines)
+        assert all(r[f"{critic}_clipped"] == 0 for r in lines)
 
 
 def test_existing_run_needs_resume(tmp_path, data_root, debug_config):

@@ -299,7 +299,8 @@ class Trainer:
             norm = torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), limit)
             parts["d_grad_norm"], parts["d_clipped"] = norm, (norm > limit).float()  # window means
             if self.shape_discriminator is not None:
-                torch.nn.utils.clip_grad_norm_(self.shape_discriminator.parameters(), limit)
+                norm = torch.nn.utils.clip_grad_norm_(self.shape_discriminator.parameters(), limit)
+                parts["s_grad_norm"], parts["s_clipped"] = norm, (norm > limit).float()
         self.opt_d.step()
         if self.opt_s is not None:
             self.opt_s.step()
@@ -385,11 +386,10 @@ class Trainer:
             losses = self.train_step()
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0) + v
-            if "d_grad_norm" in losses:  # a spike shows in the window's largest norm
-                peak = sums.get("d_grad_norm_max")
-                sums["d_grad_norm_max"] = (
-                    losses["d_grad_norm"] if peak is None else torch.maximum(peak, losses["d_grad_norm"])
-                )
+            for name in ("d_grad_norm", "s_grad_norm"):  # a spike shows in the window's largest norm
+                if name in losses:
+                    peak = sums.get(f"{name}_max")
+                    sums[f"{name}_max"] = losses[name] if peak is None else torch.maximum(peak, losses[name])
             window_steps += 1
             bar.update(1)
             if self.step % t.log_every == 0 or self.step == end:
