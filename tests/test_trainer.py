@@ -281,6 +281,8 @@ def test_each_mechanism_learns_at_its_own_rate_through_the_decay(tmp_path, data_
     assert len(Trainer(debug_config, tmp_path / "plain", data_root=data_root).opt_g.param_groups) == 1
     with pytest.raises(ConfigError, match="mechanism_lr_scale"):
         debug_config.override("train.mechanism_lr_scale=[1.0, 0.0, 1.0]")
+    with pytest.raises(ConfigError, match="needs a CGN with three mechanisms"):
+        Trainer(config.override("model.generator=cgan"), tmp_path / "gan", data_root=data_root)
 
 
 def test_a_step_leaves_the_discriminator_trainable_with_gradients(tmp_path, data_root, debug_config):

@@ -298,8 +298,8 @@ class Reproduction:
         overrides = [*self.schedule.cgn_overrides, f"train.seed={seed}", f"train.dataset={dataset}"]
         if self.device != "auto":  # config.json records it; "auto" keeps the recipe's own default
             overrides.append(f"train.device={self.device}")
-        if kind == "gan":  # the same recipe without the mechanism split (and so no background init)
-            overrides += ["model.generator=cgan", "train.frame_init=false"]
+        if kind == "gan":  # the same recipe without the mechanism split (no background init, one rate)
+            overrides += ["model.generator=cgan", "train.frame_init=false", "train.mechanism_lr_scale=[1.0, 1.0, 1.0]"]
         return load_config(path, overrides)
 
     def train_generator(self, dataset: str, seed: int, kind: str) -> Path:

@@ -333,9 +333,8 @@ class Trainer:
         ``train.mechanism_lr_scale`` is (1, 1, 1), so that default runs and their checkpoints
         keep the plain optimiser; else one group per mechanism and one for the rest."""
         t = self.config.train
-        groups = [{"params": list(self.generator.parameters()), "lr_scale": 1.0}]
         if tuple(t.mechanism_lr_scale) == (1.0, 1.0, 1.0):
-            return groups
+            return [{"params": list(self.generator.parameters()), "lr_scale": 1.0}]
         mechanisms = [getattr(self.generator, name, None) for name in ("shape", "texture", "background")]
         if any(m is None for m in mechanisms):
             raise ConfigError(
