@@ -50,7 +50,6 @@ def test_overrides_are_typed():
         ("loss.shape_view_distance=cosine", "loss.shape_view_distance must be 'euclidean' or 'mahalanobis'"),
         ("loss.shape_view_variance_floor=0", "loss.shape_view_variance_floor must be positive"),
         ("loss.shape_view_gradient=texture", "loss.shape_view_gradient must be 'image' or 'mask'"),
-        ("loss.texture_view_weight=-1", "loss.texture_view_weight must not be negative"),
         ("train.dataset=svhn", "unknown dataset 'svhn'"),
         ("train.precision=fp16", "train.precision must be 'fp32' or 'bf16'"),
         ("nonsense", "must look like section.key=value"),

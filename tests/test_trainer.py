@@ -52,7 +52,6 @@ def test_a_run_writes_its_artefacts(tmp_path, data_root, debug_config):
         # The schedules change at the resume point (step 4 of 8).
         ["train.lr_decay_start=0.25", "loss.mode_seeking_weight=0.1", "loss.mode_seeking_until=0.5"],
         ["loss.shape_view_weight=0.5", "loss.shape_view_distance=mahalanobis", "train.d_grad_clip=1.0"],
-        ["loss.texture_view_weight=0.5", "loss.shape_view_distance=mahalanobis", "train.d_grad_clip=1.0"],
         ["train.mechanism_lr_scale=[1.0, 0.5, 2.0]", "train.lr_decay_start=0.25"],
     ],
 )
@@ -68,8 +67,6 @@ def test_resume_is_exact(tmp_path, data_root, debug_config, overrides):
         names.append("checkpoints/step_0000008/average.safetensors")
     if config.loss.shape_view_weight:
         names.append("checkpoints/step_0000008/shape_discriminator.safetensors")
-    if config.loss.texture_view_weight:
-        names.append("checkpoints/step_0000008/texture_discriminator.safetensors")
     for name in names:
         a, b = weights(tmp_path / "straight" / name), weights(tmp_path / "resumed" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
@@ -77,7 +74,6 @@ def test_resume_is_exact(tmp_path, data_root, debug_config, overrides):
     assert [r["step"] for r in records] == [2, 4, 6, 8]
     assert ("mode_seeking" in records[0]) == bool(config.loss.mode_seeking_weight)
     assert ("d_shape_view" in records[0]) == bool(config.loss.shape_view_weight)
-    assert ("d_texture_view" in records[0]) == bool(config.loss.texture_view_weight)
 
 
 def test_the_weight_average_follows_the_live_weights_and_is_what_the_run_returns(tmp_path, data_root, debug_config):
@@ -311,20 +307,6 @@ def test_the_shape_critic_reaches_the_mechanisms_its_route_names(tmp_path, data_
     assert reached == {"shape": True, "texture": route == "image", "background": route == "image"}
 
 
-def test_the_texture_critic_reaches_the_texture_mechanism_alone(tmp_path, data_root, debug_config):
-    trainer = Trainer(debug_config.override("loss.texture_view_weight=1"), tmp_path / "run", data_root=data_root)
-    labels = torch.arange(4)
-    out = trainer.generator(labels, noise=trainer.generator.sample_noise(4, trainer.rng))
-    critic_input = trainer.texture_critic_input(out)
-    assert torch.equal(critic_input, out.image)  # the composite itself, with gradient to the foreground only
-    trainer.texture_discriminator(trainer.texture_view(critic_input), labels).sum().backward()
-    reached = {
-        name: any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(trainer.generator, name).parameters())
-        for name in ("shape", "texture", "background")
-    }
-    assert reached == {"shape": False, "texture": True, "background": False}
-
-
 def test_the_discriminator_clip_is_exact_under_its_limit_and_cuts_a_spike(tmp_path, data_root, debug_config):
     def states(overrides, name):
         trainer = Trainer(debug_config.override(*overrides), tmp_path / name, data_root=data_root)
@@ -340,14 +322,12 @@ def test_the_discriminator_clip_is_exact_under_its_limit_and_cuts_a_spike(tmp_pa
     assert all(s["d_clipped"] == 1 for s in steps) and not all(torch.equal(plain[k], cut[k]) for k in plain)
     with pytest.raises(ConfigError, match="d_grad_clip must be non-negative"):
         debug_config.override("train.d_grad_clip=-1")
-    # The log keeps each window's mean and largest norm, where a spike shows, for the shape and
-    # texture critics too.
-    config = debug_config.override(
-        "train.d_grad_clip=1e9", "loss.shape_view_weight=0.5", "loss.texture_view_weight=0.5"
-    )
+    # The log keeps each window's mean and largest norm, where a spike shows, for the shape
+    # critic too.
+    config = debug_config.override("train.d_grad_clip=1e9", "loss.shape_view_weight=0.5")
     train_cgn(config, tmp_path / "run", data_root=data_root, progress=False)
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    for critic in ("d", "s", "t"):
+    for critic in ("d", "s"):
         assert all(r[f"{critic}_grad_norm_max"] >= r[f"{critic}_grad_norm"] > 0 for r in lines)
         assert all(r[f"{critic}_clipped"] == 0 for r in lines)
 

@@ -91,11 +91,6 @@ class LossConfig:
     # composite into all three mechanisms; "mask": into the shape mechanism only (the critic
     # sees the same composite, built from a detached foreground and background).
     shape_view_gradient: str = "image"
-    # Our addition (0 = off, the paper): weight of the LSGAN loss of a third discriminator
-    # (model.discriminator's architecture, own optimiser) that sees each image as its
-    # background-blind texture view (losses.texture_view: each pixel's colour weighted by its
-    # shape view), with the label. Its gradient reaches the texture mechanism only.
-    texture_view_weight: float = 0.0
 
     def validate(self) -> None:
         _check(len(self.style_weights) == 4, "loss.style_weights needs 4 values (relu1_2, relu2_2, relu3_3, relu4_3)")
@@ -110,7 +105,6 @@ class LossConfig:
         _check(self.mask_border_width > 0, "loss.mask_border_width must be positive")
         _check(self.mode_seeking_weight >= 0, "loss.mode_seeking_weight must not be negative")
         _check(self.shape_view_weight >= 0, "loss.shape_view_weight must not be negative")
-        _check(self.texture_view_weight >= 0, "loss.texture_view_weight must not be negative")
         _check(
             self.shape_view_distance in ("euclidean", "mahalanobis"),
             f"loss.shape_view_distance must be 'euclidean' or 'mahalanobis', not {self.shape_view_distance!r}",

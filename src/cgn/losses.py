@@ -108,18 +108,6 @@ def shape_view(
         return 2 * length / peak - 1
 
 
-def texture_view(
-    images: torch.Tensor, width: int, distance: str = "euclidean", variance_floor: float = 1e-3
-) -> torch.Tensor:
-    """A background-blind view of images (B, 3, H, W) → (B, 3, H, W): each pixel's colour
-    weighted by how far it stands out from the frame, (shape view + 1) / 2 in [0, 1], so the
-    background fades to 0 (mid-grey) and the digit keeps its own colours or texture. The weight
-    is computed without gradient: a critic on this view judges colours, not where they are.
-    """
-    weight = (shape_view(images.detach(), width, distance, variance_floor) + 1) / 2  # (B, 1, H, W)
-    return images * weight.to(images.dtype)
-
-
 def mask_border_loss(mask: torch.Tensor, width: int) -> torch.Tensor:
     """Mean mask value on the outer ``width`` pixels of the frame: 0 for a centred object.
 

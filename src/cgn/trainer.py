@@ -10,9 +10,8 @@ torch's global RNG (dropout). So N steps, a checkpoint, a resume and N more equa
 bit for bit on the CPU.
 
 A run directory holds ``config.json``, ``environment.json``, ``metrics.jsonl``, ``samples/``,
-``checkpoints/step_XXXXXXX/`` (generator, discriminator, the shape and texture critics where
-their losses are on and, with ``train.ema_decay``, the weight average as safetensors +
-``state.pt``), the
+``checkpoints/step_XXXXXXX/`` (generator, discriminator and, with ``train.ema_decay``, the
+weight average as safetensors + ``state.pt``), the
 atomically updated pointer ``checkpoints/latest``, and at the end ``cgn.safetensors`` and a
 ``done`` marker.
 """
@@ -49,7 +48,6 @@ from cgn.losses import (
     generator_adversarial_loss,
     mode_seeking_loss,
     shape_view,
-    texture_view,
 )
 from cgn.model import CGNOutput, build_generator
 from cgn.seeding import derive_seed, make_generator
@@ -209,14 +207,6 @@ class Trainer:
                     self.device, memory_format=torch.channels_last
                 )
             self.opt_s = torch.optim.Adam(self.shape_discriminator.parameters(), lr=t.lr, betas=t.betas, fused=True)
-        self.texture_discriminator, self.opt_t = None, None
-        if config.loss.texture_view_weight:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(derive_seed(t.seed, "init", "texture_view"))
-                self.texture_discriminator = build_discriminator(config.model).to(
-                    self.device, memory_format=torch.channels_last
-                )
-            self.opt_t = torch.optim.Adam(self.texture_discriminator.parameters(), lr=t.lr, betas=t.betas, fused=True)
         self.average = WeightAverage(self.generator, t.ema_decay, t.ema_warmup) if t.ema_decay else None
         self.rng = make_generator(t.seed, "train")
         self.step = 0
@@ -277,13 +267,6 @@ class Trainer:
                 s_fake = self.shape_discriminator(fake_view, y_gen)
                 parts["shape_view"] = self.config.loss.shape_view_weight * generator_adversarial_loss(s_fake.float())
                 loss_g = loss_g + parts["shape_view"]
-            if self.texture_discriminator is not None:
-                fake_texture = self.texture_view(self.texture_critic_input(out))
-                t_fake = self.texture_discriminator(fake_texture, y_gen)
-                parts["texture_view"] = self.config.loss.texture_view_weight * generator_adversarial_loss(
-                    t_fake.float()
-                )
-                loss_g = loss_g + parts["texture_view"]
             if self.mode_seeking_on and mask is not None:
                 # A second mask per label from fresh noise (drawn only when the term is on, so
                 # runs without it keep their random streams).
@@ -297,9 +280,8 @@ class Trainer:
                 loss_g.backward(inputs=self.generator_parameters)
 
             self.opt_d.zero_grad(set_to_none=True)
-            for opt in (self.opt_s, self.opt_t):
-                if opt is not None:
-                    opt.zero_grad(set_to_none=True)
+            if self.opt_s is not None:
+                self.opt_s.zero_grad(set_to_none=True)
             d_real, d_fake = critic_pair(self.discriminator, (x_real, y_real), (out.image.detach(), y_gen))
             loss_d = discriminator_adversarial_loss(d_real.float(), d_fake.float())
             if self.shape_discriminator is not None:
@@ -307,12 +289,7 @@ class Trainer:
                     self.shape_discriminator, (self.shape_view(x_real), y_real), (fake_view.detach(), y_gen)
                 )
                 parts["d_shape_view"] = discriminator_adversarial_loss(s_real.float(), s_fake.float())
-            if self.texture_discriminator is not None:
-                t_real, t_fake = critic_pair(
-                    self.texture_discriminator, (self.texture_view(x_real), y_real), (fake_texture.detach(), y_gen)
-                )
-                parts["d_texture_view"] = discriminator_adversarial_loss(t_real.float(), t_fake.float())
-        sum((parts[k] for k in ("d_shape_view", "d_texture_view") if k in parts), loss_d).backward()
+        (loss_d + parts["d_shape_view"] if self.shape_discriminator is not None else loss_d).backward()
         self.opt_g.step()
         if self.average is not None:
             self.average.update(self.generator, self.step)
@@ -321,13 +298,12 @@ class Trainer:
             limit = self.config.train.d_grad_clip
             norm = torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), limit)
             parts["d_grad_norm"], parts["d_clipped"] = norm, (norm > limit).float()  # window means
-            for key, critic in (("s", self.shape_discriminator), ("t", self.texture_discriminator)):
-                if critic is not None:
-                    norm = torch.nn.utils.clip_grad_norm_(critic.parameters(), limit)
-                    parts[f"{key}_grad_norm"], parts[f"{key}_clipped"] = norm, (norm > limit).float()
-        for opt in self.optimizers.values():
-            if opt is not self.opt_g:
-                opt.step()
+            if self.shape_discriminator is not None:
+                norm = torch.nn.utils.clip_grad_norm_(self.shape_discriminator.parameters(), limit)
+                parts["s_grad_norm"], parts["s_clipped"] = norm, (norm > limit).float()
+        self.opt_d.step()
+        if self.opt_s is not None:
+            self.opt_s.step()
         self.step += 1
         return {"g": loss_g.detach(), "d": loss_d.detach(), **{k: v.detach() for k, v in parts.items()}}
 
@@ -337,18 +313,6 @@ class Trainer:
         if self.config.loss.shape_view_gradient == "image" or out.mask is None:
             return out.image
         return compose(out.mask, out.foreground.detach(), out.background.detach())
-
-    def texture_critic_input(self, out: CGNOutput) -> torch.Tensor:
-        """The composite whose texture view the texture critic judges, built from a detached mask
-        and background: its gradient reaches the texture mechanism only."""
-        if out.mask is None:
-            return out.image
-        return compose(out.mask.detach(), out.foreground, out.background.detach())
-
-    def texture_view(self, images: torch.Tensor) -> torch.Tensor:
-        loss = self.config.loss
-        view = texture_view(images, loss.mask_border_width, loss.shape_view_distance, loss.shape_view_variance_floor)
-        return view.contiguous(memory_format=torch.channels_last)
 
     def shape_view(self, images: torch.Tensor) -> torch.Tensor:
         loss = self.config.loss
@@ -421,7 +385,7 @@ class Trainer:
             losses = self.train_step()
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0) + v
-            for name in ("d_grad_norm", "s_grad_norm", "t_grad_norm"):  # a spike shows in the window's largest norm
+            for name in ("d_grad_norm", "s_grad_norm"):  # a spike shows in the window's largest norm
                 if name in losses:
                     peak = sums.get(f"{name}_max")
                     sums[f"{name}_max"] = losses[name] if peak is None else torch.maximum(peak, losses[name])
@@ -437,11 +401,7 @@ class Trainer:
                 }
                 self._log(record)
                 bar.set_postfix(
-                    {
-                        k: f"{record[k]:.3f}"
-                        for k in ("g", "d", "adv", "mask", "style", "shape_view", "texture_view")
-                        if k in record
-                    }
+                    {k: f"{record[k]:.3f}" for k in ("g", "d", "adv", "mask", "style", "shape_view") if k in record}
                 )
                 sums, window_steps, window_start = {}, 0, time.perf_counter()
             if self.step % t.sample_every == 0:
@@ -538,8 +498,6 @@ class Trainer:
         opts = {"opt_g": self.opt_g, "opt_d": self.opt_d}
         if self.opt_s is not None:
             opts["opt_s"] = self.opt_s
-        if self.opt_t is not None:
-            opts["opt_t"] = self.opt_t
         return opts
 
     def checkpointed_modules(self) -> list[tuple[str, str, torch.nn.Module]]:
@@ -547,8 +505,6 @@ class Trainer:
         modules = [("generator", "cgn", self.generator), ("discriminator", "discriminator", self.discriminator)]
         if self.shape_discriminator is not None:
             modules.append(("shape_discriminator", "discriminator", self.shape_discriminator))
-        if self.texture_discriminator is not None:
-            modules.append(("texture_discriminator", "discriminator", self.texture_discriminator))
         if self.average is not None:
             modules.append(("average", "cgn", self.average.model))
         return modules
