@@ -33,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cgn.errors import ConfigError
+from cgn.precision import check_precision, resolve_precision
 from cgn.seeding import derive_seed, make_generator
 
 
@@ -93,7 +94,7 @@ class ClassifierConfig:
     objective: str = "erm"  # "erm" or "irm"
     irm_penalty_weight: float = 1e4
     irm_anneal_epochs: int = 1  # penalty weight 1 before this epoch, as IRMv1's annealing
-    precision: str = "fp32"  # "fp32" or "bf16" autocast
+    precision: str = "fp32"  # "fp32", "bf16" autocast or "auto" (bf16 where native: cgn.precision)
     standardize: bool = False  # ours: per-image standardisation before the CNN (MNISTClassifier)
     seed: int = 0
     eval_batch_size: int = 1000
@@ -103,8 +104,7 @@ class ClassifierConfig:
             raise ConfigError("classifier epochs and batch size must be positive")
         if self.objective not in ("erm", "irm"):
             raise ConfigError(f"classifier objective must be 'erm' or 'irm', not {self.objective!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"classifier precision must be 'fp32' or 'bf16', not {self.precision!r}")
+        check_precision(self.precision, "classifier precision")
         return self
 
 
@@ -201,7 +201,7 @@ def accuracy(model: nn.Module, source, batch_size: int = 1000, precision: str = 
 
 
 def _autocast(precision: str, device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(precision, device) == "bf16")
 
 
 @dataclass
@@ -233,6 +233,7 @@ def train_classifier(
     """
     config = (config or ClassifierConfig()).validate()
     device = torch.device(device)
+    precision = resolve_precision(config.precision, device)  # "auto" → fp32 or bf16 here
     if config.objective == "irm" and (environments is None or len(environments) != len(source)):
         raise ConfigError("IRM needs one environment index per training sample")
     with torch.random.fork_rng(devices=[]):
@@ -257,7 +258,7 @@ def train_classifier(
             part = source.batch(index)
             x = part["image"].to(device)
             y = part["label"].to(device)
-            with _autocast(config.precision, device):
+            with _autocast(precision, device):
                 log_probs = model(x).float()
             loss = F.nll_loss(log_probs, y)
             if config.objective == "irm":
@@ -282,10 +283,8 @@ def train_classifier(
         scheduler.step()
     bar.close()
     seconds = time.perf_counter() - start
-    train_acc = accuracy(model, source, config.eval_batch_size, config.precision)
-    eval_acc = {
-        name: accuracy(model, data, config.eval_batch_size, config.precision) for name, data in eval_sets.items()
-    }
+    train_acc = accuracy(model, source, config.eval_batch_size, precision)
+    eval_acc = {name: accuracy(model, data, config.eval_batch_size, precision) for name, data in eval_sets.items()}
     result = ClassifierResult(
         train_acc=train_acc,
         eval_acc=eval_acc,

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from cgn.errors import CGNError, ConfigError
+from cgn.precision import PRECISIONS
 
 SHAPE_NOISE_HELP = (
     "scale of the shape mechanism's noise, u ~ N(0, s²I): below 1 fewer malformed digits, less variety (1 = the paper)"
@@ -337,7 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--per-mask", type=int, default=10, help="counterfactuals per generated mask")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--shard-size", type=int, default=10_000, help="images per shard file")
-    gen.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16 autocast: about 2× faster")
+    gen.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="bf16 autocast: about 2x faster where native; auto: there",
+    )
     gen.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     gen.add_argument("--shape-noise-scale", type=float, default=1.0, help=SHAPE_NOISE_HELP)
     gen.set_defaults(func=_generate)
@@ -349,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     clf.add_argument("--objective", choices=["erm", "irm"], default="erm")
     clf.add_argument("--epochs", type=int, default=10)
     clf.add_argument("--limit", type=int, help="use the first N real training images only")
-    clf.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    clf.add_argument("--precision", choices=PRECISIONS, default="fp32", help="auto: bf16 where native")
     clf.add_argument(
         "--standardize", action="store_true", help="ours: standardise each image's contrast first (README)"
     )

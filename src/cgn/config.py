@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cgn.errors import ConfigError
+from cgn.precision import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ class TrainConfig:
     steps: int = 0  # > 0 overrides epochs
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
-    precision: str = "fp32"  # "fp32" or "bf16" (autocast)
+    precision: str = "fp32"  # "fp32", "bf16" (autocast) or "auto" (bf16 where native: cgn.precision)
     # Ours (0 = off, the paper): keep an exponential moving average of the generator's weights
     # (decay per step) and use it for samples, the final weights and counterfactuals.
     ema_decay: float = 0.0
@@ -163,7 +164,9 @@ class TrainConfig:
     def validate(self) -> None:
         _check(self.batch_size > 0, "train.batch_size must be positive")
         _check(self.steps > 0 or self.epochs > 0, "train.steps or train.epochs must be positive")
-        _check(self.precision in ("fp32", "bf16"), f"train.precision must be 'fp32' or 'bf16', not {self.precision!r}")
+        _check(
+            self.precision in PRECISIONS, f"train.precision must be 'fp32', 'bf16' or 'auto', not {self.precision!r}"
+        )
         _check(
             self.device in ("auto", "cpu", "cuda"), f"train.device must be 'auto', 'cpu' or 'cuda', not {self.device!r}"
         )

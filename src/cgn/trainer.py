@@ -50,6 +50,7 @@ from cgn.losses import (
     shape_view,
 )
 from cgn.model import CGNOutput, build_generator
+from cgn.precision import resolve_precision
 from cgn.seeding import derive_seed, make_generator
 from cgn.viz import counterfactual_sheet, image_sheet, mechanism_sheet, save_image
 
@@ -63,6 +64,18 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device=cuda but no CUDA device is available; use train.device=auto")
     return torch.device(name)
+
+
+def resolve_run_config(config: CGNConfig) -> CGNConfig:
+    """The config as it runs here: ``train.precision = "auto"`` becomes "bf16" where this run's
+    device has native bf16, "fp32" elsewhere, so that config.json, the checkpoints and a table's
+    records state what was computed (and a resume on another kind of machine is caught)."""
+    t = config.train
+    if t.precision != "auto":
+        return config
+    precision = resolve_precision(t.precision, pick_device(t.device))
+    log.info("train.precision = auto: %s on this machine", precision)
+    return config.override(f"train.precision={precision}")
 
 
 def build_models(config: CGNConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -177,7 +190,7 @@ class Trainer:
     """Owns models, optimisers, data and random state of one run; ``fit`` runs it."""
 
     def __init__(self, config: CGNConfig, run_dir: str | Path, *, data_root: str | Path | None = None) -> None:
-        self.config = config.validate()
+        self.config = config = resolve_run_config(config.validate())
         self.run_dir = Path(run_dir)
         t = config.train
         self.device = pick_device(t.device)
