@@ -13,7 +13,8 @@ shuffler). The style loss uses VGG-16 with random weights (the same cost as Imag
 A phase profile (ours, batch 16) splits a step into data, generator forward, discriminator,
 style loss, backward and optimiser.
 
-Writes results/train_speed.json. Needs prepared data (`cgn data prepare`).
+Writes results/train_speed.json (--out). Needs prepared data (`cgn data prepare`). bf16 rows are skipped on
+a device without native bf16 kernels (their steps take 10× or more the fp32 time there).
 Usage: python benchmarks/train_speed.py [--steps 30] [--datasets ...]
 """
 
@@ -36,7 +37,8 @@ from cgn import trainer as trainer_module
 from cgn.config import paper_config
 from cgn.environment import write_result
 from cgn.losses import StyleLoss, discriminator_adversarial_loss, gram
-from cgn.trainer import Trainer
+from cgn.precision import bf16_is_native
+from cgn.trainer import Trainer, pick_device
 
 # The authors' code on a machine of this kind (from the issue): seconds per step at batch 16.
 AUTHORS = {
@@ -179,11 +181,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/train_speed.json"))
     args = parser.parse_args()
     rows, profiles = [], {}
+    device = pick_device("auto")
     with tempfile.TemporaryDirectory() as tmp:
         for dataset in args.datasets:
             for batch in args.batch_sizes:
                 for style in (True, False):
                     for precision in args.precisions:
+                        if precision == "bf16" and not bf16_is_native(device):
+                            print(f"skipped bf16: {device} has no native bf16 kernels (cgn.precision)", flush=True)
+                            continue
                         trainer = make_trainer(dataset, batch, style, precision, Path(tmp) / f"{len(rows)}")
                         plain = make_plain(make_trainer(dataset, batch, style, precision, Path(tmp) / f"p{len(rows)}"))
                         s, s_plain = seconds_per_step(trainer, plain, max(5, args.steps * 16 // batch))
@@ -212,6 +218,7 @@ def main() -> None:
         "notes": "style loss = VGG-16 with random weights (same cost as ImageNet weights); medians of 3 "
         "timed blocks, ours and plain alternating",
         "torch_threads": torch.get_num_threads(),
+        "native_bf16": bf16_is_native(device),
     }
     write_result(args.out, result)
     print(f"wrote {args.out}")
