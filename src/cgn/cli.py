@@ -15,6 +15,10 @@ from pathlib import Path
 from cgn.errors import CGNError, ConfigError
 from cgn.precision import PRECISIONS
 
+PRECISION_HELP = (
+    "bf16 autocast is about 2x faster on a CPU or GPU with native bf16 and 10x or more slower on one without; "
+    "auto: bf16 only where native"
+)
 SHAPE_NOISE_HELP = (
     "scale of the shape mechanism's noise, u ~ N(0, s²I): below 1 fewer malformed digits, less variety (1 = the paper)"
 )
@@ -338,12 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--per-mask", type=int, default=10, help="counterfactuals per generated mask")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--shard-size", type=int, default=10_000, help="images per shard file")
-    gen.add_argument(
-        "--precision",
-        default="fp32",
-        choices=PRECISIONS,
-        help="bf16 autocast: about 2x faster where native; auto: there",
-    )
+    gen.add_argument("--precision", default="fp32", choices=PRECISIONS, help=PRECISION_HELP)
     gen.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     gen.add_argument("--shape-noise-scale", type=float, default=1.0, help=SHAPE_NOISE_HELP)
     gen.set_defaults(func=_generate)
@@ -355,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     clf.add_argument("--objective", choices=["erm", "irm"], default="erm")
     clf.add_argument("--epochs", type=int, default=10)
     clf.add_argument("--limit", type=int, help="use the first N real training images only")
-    clf.add_argument("--precision", choices=PRECISIONS, default="fp32", help="auto: bf16 where native")
+    clf.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
     clf.add_argument(
         "--standardize", action="store_true", help="ours: standardise each image's contrast first (README)"
     )
