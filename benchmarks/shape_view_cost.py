@@ -1,12 +1,13 @@
 """What the shape-view critic costs a training step: each fast recipe with and without it.
 
 For each dataset, ``configs/fast/<dataset>.toml`` as is and with ``loss.shape_view_weight=0``
-are trained side by side in one process (real trainer steps, bf16, batch 16), timed in
+are trained side by side in one process (real trainer steps at the recipe's precision, batch 16), timed in
 alternating blocks so that both see the same machine; the median block gives images/s.
 Also a reference for how fast the machine is today: train minutes in
-``results/cgn_quality.json`` are only comparable between runs measured at similar speeds.
+``results/cgn_quality.json`` are only comparable between runs measured at similar speeds
+(``recipe_minutes``: the recipe's steps at this speed).
 
-Writes results/shape_view_cost.json.
+Writes results/shape_view_cost.json (--out).
 Usage: python benchmarks/shape_view_cost.py [--datasets ...] [--steps 100] [--blocks 3]
 """
 
@@ -57,9 +58,12 @@ def main() -> None:
                     times[name].append(time.perf_counter() - start)
             batch = variants["with_shape_view"].train.batch_size
             speed = {name: round(args.steps * batch / statistics.median(t), 1) for name, t in times.items()}
+            recipe = trainers["with_shape_view"]
             row = {
                 "dataset": dataset,
+                "precision": recipe.config.train.precision,  # what "auto" resolved to here
                 "images_per_s": speed,
+                "recipe_minutes": round(recipe.total_steps * batch / speed["with_shape_view"] / 60, 1),
                 "slowdown": round(speed["without_shape_view"] / speed["with_shape_view"], 3),
             }
             rows.append(row)
@@ -69,7 +73,8 @@ def main() -> None:
         {
             "rows": rows,
             "torch_threads": torch.get_num_threads(),
-            "notes": "fast recipes, bf16, batch 16; medians of alternating timed blocks in one process",
+            "notes": "fast recipes at their precision (auto: bf16 where native), batch 16; medians of alternating "
+            "timed blocks in one process",
         },
     )
     print(f"wrote {args.out}")
