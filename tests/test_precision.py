@@ -9,6 +9,7 @@ import shutil
 from dataclasses import replace
 
 import pytest
+import torch
 
 from cgn import precision
 from cgn.classifier import ClassifierConfig
@@ -92,3 +93,12 @@ def test_a_table_records_its_resolved_schedule_and_recipe(tmp_path, native):
     saved = json.loads((tmp_path / "runs" / "schedule.json").read_text())
     assert saved["classifier"]["precision"] == saved["generation_precision"] == expected
     assert reproduction.generator_config("colored_mnist", 0, "cgn").train.precision == expected
+
+
+def test_the_classifier_computes_in_bf16_for_auto_only_where_it_is_native(native):
+    from cgn.classifier import _autocast
+
+    with _autocast("auto", torch.device("cpu")):
+        assert torch.is_autocast_enabled("cpu") == native
+    with _autocast("fp32", torch.device("cpu")):
+        assert not torch.is_autocast_enabled("cpu")

@@ -201,6 +201,7 @@ def accuracy(model: nn.Module, source, batch_size: int = 1000, precision: str = 
 
 
 def _autocast(precision: str, device: torch.device):
+    """bf16 autocast for "bf16", and for "auto" where the device has native bf16."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(precision, device) == "bf16")
 
 
@@ -233,7 +234,6 @@ def train_classifier(
     """
     config = (config or ClassifierConfig()).validate()
     device = torch.device(device)
-    precision = resolve_precision(config.precision, device)  # "auto" → fp32 or bf16 here
     if config.objective == "irm" and (environments is None or len(environments) != len(source)):
         raise ConfigError("IRM needs one environment index per training sample")
     with torch.random.fork_rng(devices=[]):
@@ -258,7 +258,7 @@ def train_classifier(
             part = source.batch(index)
             x = part["image"].to(device)
             y = part["label"].to(device)
-            with _autocast(precision, device):
+            with _autocast(config.precision, device):
                 log_probs = model(x).float()
             loss = F.nll_loss(log_probs, y)
             if config.objective == "irm":
@@ -283,8 +283,10 @@ def train_classifier(
         scheduler.step()
     bar.close()
     seconds = time.perf_counter() - start
-    train_acc = accuracy(model, source, config.eval_batch_size, precision)
-    eval_acc = {name: accuracy(model, data, config.eval_batch_size, precision) for name, data in eval_sets.items()}
+    train_acc = accuracy(model, source, config.eval_batch_size, config.precision)
+    eval_acc = {
+        name: accuracy(model, data, config.eval_batch_size, config.precision) for name, data in eval_sets.items()
+    }
     result = ClassifierResult(
         train_acc=train_acc,
         eval_acc=eval_acc,
