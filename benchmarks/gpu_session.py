@@ -41,7 +41,7 @@ from cgn.environment import describe
 from cgn.evaluation import evaluate_cgn
 from cgn.files import write_text
 from cgn.reproduce import DATASETS, FULL, QUICK, Reproduction
-from cgn.trainer import Trainer
+from cgn.trainer import Trainer, resolve_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 # Two processes per dataset and seed: the CGN rows, and the rows that need no CGN of ours.
@@ -80,7 +80,7 @@ def speed(args: argparse.Namespace) -> dict:
             "fast_recipe": (f"configs/fast/{dataset}.toml", []),
         }
         for name, (path, overrides) in variants.items():
-            config = load_config(ROOT / path, overrides)
+            config = resolve_run_config(load_config(ROOT / path, overrides))  # "auto" → the precision it runs in
             ips = images_per_second(config, args.work / "speed" / f"{dataset}_{name}", steps)
             rows.append(
                 {
