@@ -34,7 +34,7 @@ from cgn.data.base import SplitSpec
 from cgn.environment import describe
 from cgn.evaluation import evaluate_cgn
 from cgn.files import write_text
-from cgn.reproduce import FULL
+from cgn.reproduce import FULL, resolve_schedule
 
 TEST_SPLITS = ("test", "test_official")
 
@@ -83,7 +83,8 @@ def main() -> None:
 
     source = oracle_source(args.dataset) if args.source == "oracle" else CounterfactualDataset(args.source)
     tests = {split: build_dataset(args.dataset, split, 0) for split in TEST_SPLITS}
-    config = replace(FULL.classifier, epochs=args.epochs)
+    # "auto" resolved here, so that the breakdown below computes as the training did (bf16 where native).
+    config = replace(resolve_schedule(FULL, torch.device("cpu")).classifier, epochs=args.epochs)
     model, result = train_classifier(source, tests, config, progress=True)
     row = {
         "source": args.source,

@@ -1,7 +1,7 @@
 """How well do a CGN's masks alone teach digit shapes?
 
-Trains the paper's CNN (bf16, no standardisation) on masks from the CGN's shape mechanism,
-grey and without any texture, with uniform labels, and tests it on the real binarised digits
+Trains the paper's CNN (bf16 where native, no standardisation) on masks from the CGN's shape
+mechanism, grey and without any texture, with uniform labels, and tests it on the real binarised digits
 of the de-correlated test splits (MNIST-train [50000, 60000) and MNIST-test). A shape
 mechanism that draws every digit of a class alike scores low here even when the digit
 classifier reads each of its masks correctly (high shape effectiveness).
@@ -20,6 +20,7 @@ from cgn.checkpoint import load_cgn
 from cgn.classifier import ClassifierConfig, train_classifier
 from cgn.data.base import digit_masks
 from cgn.data.mnist import load_mnist
+from cgn.precision import resolve_precision
 
 CHUNK = 1000
 
@@ -71,7 +72,8 @@ def main() -> None:
         "test_official": real_masks(mnist.test_images, mnist.test_labels),
     }
     source = generated_masks(args.checkpoint, args.num)
-    _, result = train_classifier(source, tests, ClassifierConfig(precision="bf16"), progress=True)
+    config = ClassifierConfig(precision=resolve_precision("auto", "cpu"))  # bf16 where native, as the table
+    _, result = train_classifier(source, tests, config, progress=True)
     report = {"checkpoint": args.checkpoint, "num_masks": args.num, **result.to_dict()}
     if args.out:
         with open(args.out, "w") as f:
