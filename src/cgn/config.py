@@ -43,6 +43,10 @@ class ModelConfig:
     # while that weight is 0): its architecture by name, on one input channel, and its width.
     shape_discriminator: str = "linear_projection"
     shape_ndf: int = 512
+    # How the mechanisms' up-blocks compute "upsample ×2, then conv 3×3": "interpolate" as the
+    # paper's code, or "phase" (ours): the same function at the input's size, about half the
+    # multiply-adds, equal up to float rounding (mechanisms.UpsampleConv2d).
+    upsample_conv: str = "interpolate"
 
     def validate(self) -> None:
         _check(
@@ -50,6 +54,10 @@ class ModelConfig:
             f"model.init_type must be 'orthogonal' or 'normal', not {self.init_type!r}",
         )
         _check(self.generator in ("cgn", "cgan"), f"model.generator must be 'cgn' or 'cgan', not {self.generator!r}")
+        _check(
+            self.upsample_conv in ("interpolate", "phase"),
+            f"model.upsample_conv must be 'interpolate' or 'phase', not {self.upsample_conv!r}",
+        )
         _check(self.image_size % 4 == 0 and self.image_size > 0, "model.image_size must be a positive multiple of 4")
         for name in ("num_classes", "latent_dim", "ngf", "ndf", "shape_ndf"):
             _check(getattr(self, name) > 0, f"model.{name} must be positive")

@@ -33,30 +33,98 @@ class Upsample2x(nn.Module):
         return x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
 
 
-class UpBlock(nn.Sequential):
-    """Upsample ×2 (nearest) → Conv3×3 (no bias) → BatchNorm → LeakyReLU(0.2)."""
+# Nearest ×2 upsampling repeats each input row twice, so the three rows of a 3×3 kernel applied
+# after it see only two input rows: output row 2i + a sees input rows i − 1, i (phase a = 0) with
+# kernel rows (w0, w1 + w2), or rows i, i + 1 (a = 1) with (w0 + w1, w2). Columns alike.
+_FOLD = ((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)), ((1.0, 1.0, 0.0), (0.0, 0.0, 1.0))  # (phase, tap, kernel row)
+
+
+def phase_kernels(weight: torch.Tensor) -> torch.Tensor:
+    """A 3×3 kernel applied after nearest ×2 upsampling, as four 2×2 kernels on the input.
+
+    Returns (4·O, I, 2, 2), the phases (a, b) = 00, 01, 10, 11 outermost.
+    """
+    fold = torch.tensor(_FOLD, dtype=weight.dtype, device=weight.device)
+    kernels = torch.einsum("ark,bcl,oikl->aboirc", fold, fold, weight)  # (2, 2, O, I, 2, 2)
+    return kernels.reshape(4 * weight.shape[0], weight.shape[1], 2, 2)
+
+
+class _Interleave(torch.autograd.Function):
+    """(B, 2, 2, O, H + 1, W + 1) phase maps → (B, O, 2H, 2W): ``out[.., 2i + a, 2j + b] =
+    y[:, a, b, :, i + a, j + b]``. Each output reads its own input element, so the gradient is
+    the inverse copy (zero where no output reads); four strided copies each way."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        b, o = y.shape[0], y.shape[3]
+        out = y.new_empty(b, o, h, 2, w, 2)
+        for a, c in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            out[:, :, :, a, :, c] = y[:, a, c, :, a : a + h, c : c + w]
+        ctx.size = h, w
+        return out.view(b, o, 2 * h, 2 * w)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        h, w = ctx.size
+        b, o = grad.shape[:2]
+        grad = grad.reshape(b, o, h, 2, w, 2)
+        grad_y = grad.new_zeros(b, 2, 2, o, h + 1, w + 1)
+        for a, c in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            grad_y[:, a, c, :, a : a + h, c : c + w] = grad[:, :, :, a, :, c]
+        return grad_y, None, None
+
+
+class UpsampleConv2d(nn.Conv2d):
+    """Nearest ×2 upsampling then a 3×3 conv (padding 1, no bias), computed at the input's size.
+
+    The same function and the same parameter as ``Upsample2x`` → ``nn.Conv2d(cin, cout, 3,
+    padding=1)``, equal up to float rounding: one 2×2 conv with 4·cout outputs on the padded
+    input (:func:`phase_kernels`), the phases interleaved into the output. 9/16 of the
+    multiply-adds at 8 → 16 and 1/2 at 16 → 32; README, "Speed", has the measured steps.
+    """
 
     def __init__(self, cin: int, cout: int) -> None:
-        super().__init__(
-            Upsample2x(),
-            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-            nn.BatchNorm2d(cout),
-            nn.LeakyReLU(0.2, inplace=True),
-        )
+        super().__init__(cin, cout, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        y = F.conv2d(F.pad(x, (1, 1, 1, 1)), phase_kernels(self.weight).to(x.dtype))  # (B, 4·O, H + 1, W + 1)
+        return _Interleave.apply(y.view(b, 2, 2, self.out_channels, h + 1, w + 1), h, w)
+
+
+UPSAMPLE_CONVS = ("interpolate", "phase")
+
+
+class UpBlock(nn.Sequential):
+    """Upsample ×2 (nearest) → Conv3×3 (no bias) → BatchNorm → LeakyReLU(0.2).
+
+    ``upsample_conv``: "interpolate" upsamples then convolves (the paper's code); "phase"
+    computes the same two steps at the input's size (:class:`UpsampleConv2d`). Index 1 holds
+    the conv's weight in both, so checkpoints load into either.
+    """
+
+    def __init__(self, cin: int, cout: int, upsample_conv: str = "interpolate") -> None:
+        if upsample_conv == "phase":
+            upsample, conv = nn.Identity(), UpsampleConv2d(cin, cout)
+        else:
+            upsample, conv = Upsample2x(), nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        super().__init__(upsample, conv, nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True))
 
 
 class ShapeMechanism(nn.Module):
     """f_shape(u, y_s) → mask (B, 1, H, W) in [1e-4, 0.9999]."""
 
-    def __init__(self, in_dim: int, ngf: int = 32, image_size: int = 32, offset: float = 0.0) -> None:
+    def __init__(
+        self, in_dim: int, ngf: int = 32, image_size: int = 32, offset: float = 0.0, upsample_conv: str = "interpolate"
+    ) -> None:
         super().__init__()
         self.start = image_size // 4
         self.offset = offset  # ours (0 = the paper): subtracted before the clamp, see ModelConfig
         self.fc = nn.Linear(in_dim, 2 * ngf * self.start**2)
         self.norm0 = nn.InstanceNorm2d(2 * ngf)
-        self.up1 = UpBlock(2 * ngf, ngf)
+        self.up1 = UpBlock(2 * ngf, ngf, upsample_conv)
         self.norm1 = nn.InstanceNorm2d(ngf)
-        self.up2 = UpBlock(ngf, 1)
+        self.up2 = UpBlock(ngf, 1, upsample_conv)
         self.norm2 = nn.InstanceNorm2d(1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -69,12 +137,14 @@ class ShapeMechanism(nn.Module):
 class TextureMechanism(nn.Module):
     """f_text(u, y_t) → foreground map (B, 3, H, W) in [-1, 1]."""
 
-    def __init__(self, in_dim: int, ngf: int = 32, image_size: int = 32, channels: int = 3) -> None:
+    def __init__(
+        self, in_dim: int, ngf: int = 32, image_size: int = 32, channels: int = 3, upsample_conv: str = "interpolate"
+    ) -> None:
         super().__init__()
         self.start = image_size // 4
         self.fc = nn.Linear(in_dim, 2 * ngf * self.start**2)
-        self.up1 = UpBlock(2 * ngf, 2 * ngf)
-        self.up2 = UpBlock(2 * ngf, ngf)
+        self.up1 = UpBlock(2 * ngf, 2 * ngf, upsample_conv)
+        self.up2 = UpBlock(2 * ngf, ngf, upsample_conv)
         self.out = nn.Conv2d(ngf, channels, 3, padding=1)
         self.out_norm = nn.BatchNorm2d(channels)
 

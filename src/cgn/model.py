@@ -68,9 +68,10 @@ class CGN(LabelConditioned):
         self.config = config
         in_dim = config.latent_dim + config.num_classes
         self.label_embedding = nn.Embedding(config.num_classes, config.num_classes)
-        self.shape = ShapeMechanism(in_dim, config.ngf, config.image_size, config.mask_offset)
-        self.texture = TextureMechanism(in_dim, config.ngf, config.image_size)
-        self.background = BackgroundMechanism(in_dim, config.ngf, config.image_size)
+        up = config.upsample_conv
+        self.shape = ShapeMechanism(in_dim, config.ngf, config.image_size, config.mask_offset, upsample_conv=up)
+        self.texture = TextureMechanism(in_dim, config.ngf, config.image_size, upsample_conv=up)
+        self.background = BackgroundMechanism(in_dim, config.ngf, config.image_size, upsample_conv=up)
         self.shuffler = Shuffler()
         init_weights(self, config.init_type, config.init_gain)
 
@@ -137,7 +138,9 @@ class ConditionalGAN(LabelConditioned):
         self.config = config
         self.label_embedding = nn.Embedding(config.num_classes, config.num_classes)
         width = matched_width(config)
-        self.net = TextureMechanism(config.latent_dim + config.num_classes, width, config.image_size)
+        self.net = TextureMechanism(
+            config.latent_dim + config.num_classes, width, config.image_size, upsample_conv=config.upsample_conv
+        )
         init_weights(self, config.init_type, config.init_gain)
 
     def forward(
