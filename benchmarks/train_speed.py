@@ -2,16 +2,18 @@
 
 For each dataset × batch size × style loss on/off × precision, runs the real training step
 (`Trainer.train_step`) and reports the median of 3 timed blocks, twice in the same run, the
-blocks alternating: as the trainer runs it ("ours": channels-last convolutions, the fused Adam,
-the chunked Gram-L1 style loss, one autocast region for both updates with the generator's
-backward limited to its own parameters, real and fake scored in one call by a discriminator
-without BatchNorm, the shuffler's gradient as a gather) and as a plain PyTorch port runs it
-("plain", :func:`plain_train_step`: contiguous tensors, the per-parameter Adam loop,
-whole-batch Gram matrices compared by ``F.l1_loss``, an autocast region per update, a full
-backward of the generator's loss, two discriminator calls, autograd's ``index_put`` for the
-shuffler). The style loss uses VGG-16 with random weights (the same cost as ImageNet weights).
-A phase profile (ours, batch 16) splits a step into data, generator forward, discriminator,
-style loss, backward and optimiser.
+blocks alternating: as the trainer runs it ("ours": the up-blocks computed at the input's
+size (``model.upsample_conv = "phase"``, as in the fast recipes; the paper's configs keep
+"interpolate"), channels-last convolutions, the fused Adam, the chunked Gram-L1 style loss,
+one autocast region for both updates with the generator's backward limited to its own
+parameters, real and fake scored in one call by a discriminator without BatchNorm, the
+shuffler's gradient as a gather) and as a plain PyTorch port runs it ("plain",
+:func:`plain_train_step`: upsampling then convolving, contiguous tensors, the per-parameter
+Adam loop, whole-batch Gram matrices compared by ``F.l1_loss``, an autocast region per update,
+a full backward of the generator's loss, two discriminator calls, autograd's ``index_put`` for
+the shuffler). The style loss uses VGG-16 with random weights (the same cost as ImageNet
+weights). A profile (ours, batch 16) splits a step into data, generator forward,
+discriminator, style loss, backward and optimiser.
 
 Writes results/train_speed.json (--out). Needs prepared data (`cgn data prepare`). bf16 rows are skipped on
 a device without native bf16 kernels (their steps take 10× or more the fp32 time there).
@@ -47,9 +49,12 @@ AUTHORS = {
 }
 
 
-def make_trainer(dataset: str, batch: int, style: bool, precision: str, run_dir: Path) -> Trainer:
+def make_trainer(
+    dataset: str, batch: int, style: bool, precision: str, run_dir: Path, upsample_conv: str = "phase"
+) -> Trainer:
     config = paper_config(
         dataset,
+        model={"upsample_conv": upsample_conv},
         loss={"style_network": "vgg16_random" if style else "none"},
         train={"batch_size": batch, "precision": precision, "steps": 10_000},
     )
@@ -191,7 +196,9 @@ def main() -> None:
                             print(f"skipped bf16: {device} has no native bf16 kernels (cgn.precision)", flush=True)
                             continue
                         trainer = make_trainer(dataset, batch, style, precision, Path(tmp) / f"{len(rows)}")
-                        plain = make_plain(make_trainer(dataset, batch, style, precision, Path(tmp) / f"p{len(rows)}"))
+                        plain = make_plain(
+                            make_trainer(dataset, batch, style, precision, Path(tmp) / f"p{len(rows)}", "interpolate")
+                        )
                         s, s_plain = seconds_per_step(trainer, plain, max(5, args.steps * 16 // batch))
                         row = {
                             "dataset": dataset,

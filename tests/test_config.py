@@ -50,6 +50,7 @@ def test_overrides_are_typed():
         ("loss.shape_view_distance=cosine", "loss.shape_view_distance must be 'euclidean' or 'mahalanobis'"),
         ("loss.shape_view_variance_floor=0", "loss.shape_view_variance_floor must be positive"),
         ("loss.shape_view_gradient=texture", "loss.shape_view_gradient must be 'image' or 'mask'"),
+        ("model.upsample_conv=transposed", "model.upsample_conv must be 'interpolate' or 'phase'"),
         ("train.dataset=svhn", "unknown dataset 'svhn'"),
         ("train.precision=fp16", "train.precision must be 'fp32', 'bf16' or 'auto'"),
         ("nonsense", "must look like section.key=value"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -9,7 +11,7 @@ from cgn.composer import compose
 from cgn.config import ModelConfig
 from cgn.discriminator import ConvDiscriminator, LinearDiscriminator, build_discriminator, build_shape_discriminator
 from cgn.errors import LabelError
-from cgn.mechanisms import Shuffler, circular_shift
+from cgn.mechanisms import Shuffler, UpBlock, UpsampleConv2d, circular_shift
 from cgn.model import CGN
 
 TINY = ModelConfig(ngf=8, latent_dim=8, ndf=16)
@@ -42,6 +44,44 @@ def test_the_shift_gradient_is_the_inverse_shift_as_autograd_would_give():
     rolled = torch.stack([torch.roll(x[i], shifts=(-int(dy[i]), -int(dx[i])), dims=(1, 2)) for i in range(3)])
     (expected,) = torch.autograd.grad(rolled, x, upstream)  # autograd through plain ops
     assert torch.equal(grad, expected)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize(("cin", "cout", "size"), [(6, 4, 8), (5, 1, 16), (3, 7, 5)])
+def test_phase_upsample_conv_is_upsample_then_conv(cin, cout, size, memory_format):
+    """Forward and both gradients equal nearest ×2 upsampling followed by the 3×3 conv."""
+    torch.manual_seed(0)
+    phase = UpsampleConv2d(cin, cout).to(memory_format=memory_format)
+    x = torch.randn(2, cin, size, size, dtype=torch.float64).contiguous(memory_format=memory_format)
+    x.requires_grad_(True)
+    weight = phase.weight.detach().double().requires_grad_(True)
+    phase.weight.data = weight.detach().clone()
+    phase = phase.double()
+    expected = torch.nn.functional.conv2d(torch.nn.functional.interpolate(x, scale_factor=2), weight, padding=1)
+    out = phase(x)
+    assert out.shape == (2, cout, 2 * size, 2 * size)
+    torch.testing.assert_close(out, expected)
+    upstream = torch.randn_like(expected)
+    grads = torch.autograd.grad(out, (x, phase.weight), upstream)
+    expected_grads = torch.autograd.grad(expected, (x, weight), upstream)
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_both_upsample_convs_share_parameters_and_outputs():
+    torch.manual_seed(0)
+    plain, phase = UpBlock(8, 4).eval(), UpBlock(8, 4, "phase").eval()
+    assert plain.state_dict().keys() == phase.state_dict().keys()
+    phase.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 8, 8, 8)
+    torch.testing.assert_close(phase(x), plain(x), rtol=1e-5, atol=1e-5)
+    torch.manual_seed(1)
+    a = CGN(TINY).eval()
+    b = CGN(replace(TINY, upsample_conv="phase")).eval()
+    b.load_state_dict(a.state_dict())
+    out_a = a(torch.arange(10), generator=torch.Generator().manual_seed(0))
+    out_b = b(torch.arange(10), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out_b.image, out_a.image, rtol=1e-4, atol=1e-4)
 
 
 def test_shuffler_preserves_content_and_is_seeded():
