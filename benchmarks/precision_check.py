@@ -14,16 +14,14 @@ Usage: python benchmarks/precision_check.py [--steps 10] [--out PATH]
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from cgn.config import paper_config
-from cgn.environment import write_result
+from cgn.environment import median_seconds, write_result
 from cgn.precision import bf16_is_native, resolve_precision
 from cgn.trainer import Trainer, pick_device
 
@@ -32,19 +30,6 @@ PRECISIONS = ("fp32", "bf16")
 
 def autocast(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
-def median_seconds(runs: dict[str, Callable[[], None]], repeats: int = 3) -> dict[str, float]:
-    """Median seconds per call of each function, timed in alternating blocks after one warm-up."""
-    for run in runs.values():
-        run()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def matmul(device: torch.device, precision: str) -> Callable[[], None]:

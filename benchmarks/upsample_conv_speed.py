@@ -16,16 +16,13 @@ Usage: python benchmarks/upsample_conv_speed.py [--steps 20] [--blocks 5] [--dat
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from cgn.config import ModelConfig, load_config
-from cgn.environment import write_result
+from cgn.environment import median_seconds, write_result
 from cgn.mechanisms import UpBlock
 from cgn.model import CGN
 from cgn.trainer import Trainer
@@ -35,19 +32,6 @@ VARIANTS = ("interpolate", "phase")
 # (in channels, out channels, input size) of the paper's up-blocks: the texture/background
 # mechanisms' two, then the shape mechanism's two (ngf = 32).
 LAYERS = [(64, 64, 8), (64, 32, 16), (64, 32, 8), (32, 1, 16)]
-
-
-def alternating(work: dict[str, Callable[[], None]], blocks: int) -> dict[str, float]:
-    """Median seconds of each callable over ``blocks`` rounds, the callables taking turns."""
-    for run in work.values():
-        run()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in work}
-    for _ in range(blocks):
-        for name, run in work.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def layer_rows(blocks: int, repeats: int = 10) -> list[dict]:
@@ -63,7 +47,7 @@ def layer_rows(blocks: int, repeats: int = 10) -> list[dict]:
             for _ in range(repeats):
                 conv(x).backward(upstream)
 
-        seconds = alternating({name: lambda c=conv: run(c) for name, conv in convs.items()}, blocks)
+        seconds = median_seconds({name: lambda c=conv: run(c) for name, conv in convs.items()}, blocks)
         ms = {name: round(s / repeats * 1000, 2) for name, s in seconds.items()}
         rows.append({"layer": f"{cin}->{cout} channels, {size}->{2 * size}", "ms_forward_backward": ms})
         print(rows[-1], flush=True)
@@ -83,7 +67,7 @@ def step_rows(datasets: list[str], steps: int, blocks: int, run_root: Path) -> l
             for _ in range(steps):
                 trainer.train_step()
 
-        seconds = alternating({name: lambda t=t: run(t) for name, t in trainers.items()}, blocks)
+        seconds = median_seconds({name: lambda t=t: run(t) for name, t in trainers.items()}, blocks)
         recipe = trainers["phase"]
         batch = recipe.config.train.batch_size
         speed = {name: round(steps * batch / s, 1) for name, s in seconds.items()}
@@ -111,7 +95,7 @@ def generation_row(blocks: int, batch: int = 256, repeats: int = 4) -> dict:
         for i in range(repeats):
             model(labels, generator=torch.Generator().manual_seed(i))
 
-    seconds = alternating({name: lambda m=m: run(m) for name, m in models.items()}, blocks)
+    seconds = median_seconds({name: lambda m=m: run(m) for name, m in models.items()}, blocks)
     speed = {name: round(repeats * batch / s, 1) for name, s in seconds.items()}
     row = {"batch": batch, "images_per_s": speed, "speedup": round(speed["phase"] / speed["interpolate"], 3)}
     print(row, flush=True)

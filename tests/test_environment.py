@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from cgn.environment import git_commit, git_dirty, write_result
+from cgn.environment import git_commit, git_dirty, median_seconds, write_result
 
 
 def _git(repo, *args):
@@ -30,3 +30,11 @@ def test_write_result_records_command_and_provenance(tmp_path):
     result = json.loads(out.read_text())
     assert result["value"] == 1.5 and result["command"] == "python bench.py --steps 2"
     assert {"machine", "versions", "git_commit", "git_dirty"} <= set(result)
+
+
+def test_median_seconds_times_each_variant_in_turn():
+    calls: list[str] = []
+    runs = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    seconds = median_seconds(runs, repeats=3)
+    assert set(seconds) == {"a", "b"} and all(s >= 0 for s in seconds.values())
+    assert calls == ["a", "b"] * 4  # one warm-up round, then the blocks alternate

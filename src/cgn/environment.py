@@ -1,10 +1,13 @@
-"""What a result was measured on: machine, package versions, git commit."""
+"""What a result was measured on (machine, package versions, git commit), and how benchmarks time."""
 
 from __future__ import annotations
 
 import os
 import platform
+import statistics
 import subprocess
+import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -74,3 +77,17 @@ def write_result(path: str | os.PathLike, result: dict[str, object], argv: list[
     command = " ".join(["python", *map(shlex.quote, sys.argv if argv is None else argv)])
     write_text(path, json.dumps({**result, "command": command, **describe()}, indent=2) + "\n")
     return Path(path)
+
+
+def median_seconds(runs: dict[str, Callable[[], None]], repeats: int = 3) -> dict[str, float]:
+    """Median seconds per call of each function, timed in alternating blocks after one warm-up
+    (the machine's speed drifts by tens of percent within minutes, so variants take turns)."""
+    for run in runs.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
