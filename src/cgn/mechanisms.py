@@ -80,7 +80,7 @@ class UpsampleConv2d(nn.Conv2d):
     The same function and the same parameter as ``Upsample2x`` → ``nn.Conv2d(cin, cout, 3,
     padding=1)``, equal up to float rounding: one 2×2 conv with 4·cout outputs on the padded
     input (:func:`phase_kernels`), the phases interleaved into the output. 9/16 of the
-    multiply-adds at 8 → 16 and 1/2 at 16 → 32; README, "Speed", has the measured steps.
+    multiply-adds at 8 → 16 and 1/2 at 16 → 32 (measured: README, "Up-blocks at the input's size").
     """
 
     def __init__(self, cin: int, cout: int) -> None:
@@ -90,9 +90,6 @@ class UpsampleConv2d(nn.Conv2d):
         b, _, h, w = x.shape
         y = F.conv2d(F.pad(x, (1, 1, 1, 1)), phase_kernels(self.weight).to(x.dtype))  # (B, 4·O, H + 1, W + 1)
         return _Interleave.apply(y.view(b, 2, 2, self.out_channels, h + 1, w + 1), h, w)
-
-
-UPSAMPLE_CONVS = ("interpolate", "phase")
 
 
 class UpBlock(nn.Sequential):
@@ -106,8 +103,10 @@ class UpBlock(nn.Sequential):
     def __init__(self, cin: int, cout: int, upsample_conv: str = "interpolate") -> None:
         if upsample_conv == "phase":
             upsample, conv = nn.Identity(), UpsampleConv2d(cin, cout)
-        else:
+        elif upsample_conv == "interpolate":
             upsample, conv = Upsample2x(), nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        else:
+            raise ValueError(f"upsample_conv must be 'interpolate' or 'phase', not {upsample_conv!r}")
         super().__init__(upsample, conv, nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True))
 
 
