@@ -9,21 +9,20 @@ Also a reference for how fast the machine is today: train minutes in
 
 Writes results/shape_view_cost.json (--out).
 Usage: python benchmarks/shape_view_cost.py [--datasets ...] [--steps 100] [--blocks 3]
+(each variant also runs one untimed warm-up block)
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from cgn.config import load_config
 from cgn.environment import write_result
-from cgn.trainer import Trainer
+from cgn.trainer import resolve_run_config, training_speed
 
 DATASETS = ["colored_mnist", "double_colored_mnist", "wildlife_mnist"]
 
@@ -33,7 +32,6 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=DATASETS)
     parser.add_argument("--steps", type=int, default=100, help="steps per timed block")
     parser.add_argument("--blocks", type=int, default=3, help="timed blocks per variant (median)")
-    parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("results/shape_view_cost.json"))
     args = parser.parse_args()
 
@@ -41,29 +39,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for dataset in args.datasets:
             path = Path("configs/fast") / f"{dataset}.toml"
-            variants = {
+            configs = {
                 "with_shape_view": load_config(path),
                 "without_shape_view": load_config(path, ["loss.shape_view_weight=0"]),
             }
-            trainers = {name: Trainer(config, Path(tmp) / dataset / name) for name, config in variants.items()}
-            for trainer in trainers.values():
-                for _ in range(args.warmup):
-                    trainer.train_step()
-            times: dict[str, list[float]] = {name: [] for name in trainers}
-            for _ in range(args.blocks):
-                for name, trainer in trainers.items():
-                    start = time.perf_counter()
-                    for _ in range(args.steps):
-                        trainer.train_step()
-                    times[name].append(time.perf_counter() - start)
-            batch = variants["with_shape_view"].train.batch_size
-            speed = {name: round(args.steps * batch / statistics.median(t), 1) for name, t in times.items()}
-            recipe = trainers["with_shape_view"]
+            speed = training_speed(configs, Path(tmp) / dataset, args.steps, args.blocks)
+            speed = {name: round(v, 1) for name, v in speed.items()}
+            recipe = resolve_run_config(configs["with_shape_view"])
             row = {
                 "dataset": dataset,
-                "precision": recipe.config.train.precision,  # what "auto" resolved to here
+                "precision": recipe.train.precision,  # what "auto" resolved to here
                 "images_per_s": speed,
-                "recipe_minutes": round(recipe.total_steps * batch / speed["with_shape_view"] / 60, 1),
+                "recipe_minutes": round(
+                    recipe.train.steps * recipe.train.batch_size / speed["with_shape_view"] / 60, 1
+                ),
                 "slowdown": round(speed["without_shape_view"] / speed["with_shape_view"], 3),
             }
             rows.append(row)

@@ -25,7 +25,7 @@ from cgn.config import ModelConfig, load_config
 from cgn.environment import median_seconds, write_result
 from cgn.mechanisms import UpBlock
 from cgn.model import CGN
-from cgn.trainer import Trainer
+from cgn.trainer import resolve_run_config, training_speed
 
 DATASETS = ["colored_mnist", "double_colored_mnist", "wildlife_mnist"]
 VARIANTS = ("interpolate", "phase")
@@ -58,26 +58,17 @@ def step_rows(datasets: list[str], steps: int, blocks: int, run_root: Path) -> l
     rows = []
     for dataset in datasets:
         path = Path("configs/fast") / f"{dataset}.toml"
-        trainers = {
-            name: Trainer(load_config(path, [f"model.upsample_conv={name}"]), run_root / dataset / name)
-            for name in VARIANTS
-        }
-
-        def run(trainer: Trainer) -> None:
-            for _ in range(steps):
-                trainer.train_step()
-
-        seconds = median_seconds({name: lambda t=t: run(t) for name, t in trainers.items()}, blocks)
-        recipe = trainers["phase"]
-        batch = recipe.config.train.batch_size
-        speed = {name: round(steps * batch / s, 1) for name, s in seconds.items()}
+        configs = {name: load_config(path, [f"model.upsample_conv={name}"]) for name in VARIANTS}
+        speed = {name: round(v, 1) for name, v in training_speed(configs, run_root / dataset, steps, blocks).items()}
+        recipe = resolve_run_config(configs["phase"])
+        batch = recipe.train.batch_size
         rows.append(
             {
                 "dataset": dataset,
-                "precision": recipe.config.train.precision,  # what "auto" resolved to here
+                "precision": recipe.train.precision,  # what "auto" resolved to here
                 "images_per_s": speed,
                 "speedup": round(speed["phase"] / speed["interpolate"], 3),
-                "recipe_minutes": {name: round(recipe.total_steps * batch / speed[name] / 60, 1) for name in VARIANTS},
+                "recipe_minutes": {name: round(recipe.train.steps * batch / speed[name] / 60, 1) for name in VARIANTS},
             }
         )
         print(rows[-1], flush=True)

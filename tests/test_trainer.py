@@ -15,7 +15,15 @@ from cgn.discriminator import build_discriminator
 from cgn.errors import CheckpointError, ConfigError
 from cgn.losses import discriminator_adversarial_loss, generator_adversarial_loss
 from cgn.model import CGN
-from cgn.trainer import Trainer, WeightAverage, batch_independent, critic_pair, recalibrate_batchnorm, train_cgn
+from cgn.trainer import (
+    Trainer,
+    WeightAverage,
+    batch_independent,
+    critic_pair,
+    recalibrate_batchnorm,
+    train_cgn,
+    training_speed,
+)
 from tests.conftest import REPO
 
 
@@ -379,3 +387,22 @@ def test_checkpoint_round_trip_and_corruption(tmp_path, debug_config):
         load_cgn(path)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_cgn(tmp_path / "nope.safetensors")
+
+
+def test_training_speed_times_real_steps_of_each_config_and_writes_nothing(
+    tmp_path, data_root, debug_config, monkeypatch
+):
+    calls = []
+
+    def fake_median_seconds(runs, repeats):
+        for run in runs.values():
+            run()  # the real steps, once
+        calls.append((list(runs), repeats))
+        return {"small": 2.0, "large": 4.0}
+
+    monkeypatch.setattr("cgn.trainer.median_seconds", fake_median_seconds)
+    configs = {"small": debug_config, "large": debug_config.override("train.batch_size=8")}
+    speed = training_speed(configs, tmp_path / "runs", steps=3, blocks=5, data_root=data_root)
+    assert calls == [(["small", "large"], 5)]
+    assert speed == {"small": 3 * debug_config.train.batch_size / 2.0, "large": 3 * 8 / 4.0}
+    assert not (tmp_path / "runs").exists() or not any(p.is_file() for p in (tmp_path / "runs").rglob("*"))

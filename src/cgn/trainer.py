@@ -38,7 +38,7 @@ from cgn.config import CGNConfig
 from cgn.data import build_dataset
 from cgn.data.base import BiasedMNIST
 from cgn.discriminator import build_discriminator, build_shape_discriminator
-from cgn.environment import describe
+from cgn.environment import describe, median_seconds
 from cgn.errors import CheckpointError, ConfigError
 from cgn.files import atomic_dir, atomic_path, write_text
 from cgn.losses import (
@@ -578,3 +578,29 @@ def train_cgn(
     """Train a CGN into ``run_dir`` (see the module docstring for what it writes)."""
     trainer = Trainer(config, run_dir, data_root=data_root)
     return trainer.fit(resume=resume, stop_at=stop_at, progress=progress)
+
+
+def training_speed(
+    configs: dict[str, CGNConfig],
+    run_root: str | Path,
+    steps: int,
+    blocks: int = 3,
+    *,
+    data_root: str | Path | None = None,
+) -> dict[str, float]:
+    """Training images per second of each config, real trainer steps timed side by side.
+
+    Every config gets a :class:`Trainer` in ``run_root/<name>`` (its steps write nothing there);
+    they take turns in blocks of ``steps`` steps after a warm-up block
+    (:func:`cgn.environment.median_seconds`), so that all of them see the same machine.
+    """
+    trainers = {name: Trainer(c, Path(run_root) / name, data_root=data_root) for name, c in configs.items()}
+
+    def run(trainer: Trainer) -> None:
+        for _ in range(steps):
+            trainer.train_step()
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize(trainer.device)
+
+    seconds = median_seconds({name: lambda t=t: run(t) for name, t in trainers.items()}, blocks)
+    return {name: steps * configs[name].train.batch_size / s for name, s in seconds.items()}
