@@ -1,13 +1,13 @@
 """Training speed of a fast recipe against variants of it, timed side by side in one process.
 
 ``configs/fast/<dataset>.toml`` as committed ("recipe") and with each ``--variant NAME
-KEY=VALUE ...`` (config overrides) train real trainer steps at batch 16 and the recipe's
+KEY=VALUE ...`` (config overrides) train real trainer steps at the recipe's batch size and
 precision in alternating blocks (:func:`cgn.trainer.training_speed`), so that every variant
 sees the same machine; the median block gives images/s, and the recipe's step count at that
 speed gives its minutes.
 
 Writes results/recipe_speed_<dataset>.json (--out). Needs prepared data (`cgn data prepare`).
-Usage: python benchmarks/recipe_speed.py --dataset wildlife_mnist --variant ndf32 model.ndf=32
+Usage: python benchmarks/recipe_speed.py --dataset wildlife_mnist --variant ndf16 model.ndf=16
        [--steps 100] [--blocks 3]
 """
 
