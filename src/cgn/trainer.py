@@ -2,7 +2,8 @@
 
 One step: sample labels y ~ U{0..9} and one noise vector shared by the three mechanisms,
 generate and compose; a generator step (LSGAN + mask entropy + style against an unpaired real
-batch, + optional extras), then a discriminator step on the real batch and the detached fakes.
+batch, + optional extras), then a discriminator step on the real batch and the same fakes (a
+critic with BatchNorm reuses the generator step's scores of them: ``critic_pair``).
 
 Everything random comes from seeded sources whose state is checkpointed: the trainer's
 generator (labels, noise, shuffler), per-epoch data permutations derived from the seed, and
@@ -173,14 +174,23 @@ def batch_independent(module: torch.nn.Module) -> bool:
 
 
 def critic_pair(
-    critic: torch.nn.Module, real: tuple[torch.Tensor, torch.Tensor], fake: tuple[torch.Tensor, torch.Tensor]
+    critic: torch.nn.Module,
+    real: tuple[torch.Tensor, torch.Tensor],
+    fake: tuple[torch.Tensor, torch.Tensor],
+    fake_scores: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The critic's scores of a real and a fake batch (images, labels). A batch-independent
     critic scores both in one call (one weight cast, one weight-gradient product: about 3 ms
     of a 35 ms double-colored bf16 step); one with BatchNorm gets two calls, as its batch
-    statistics are per batch."""
+    statistics are per batch.
+
+    ``fake_scores``: the same critic's scores of the same fakes, already computed with its
+    graph (the generator step's). A critic with BatchNorm reuses them instead of its second
+    call, which would repeat them bit for bit (same weights, same batch, train mode): one
+    forward pass fewer, 6 % of a Wildlife step on the CPU (``benchmarks/critic_reuse_speed.py``).
+    """
     if not batch_independent(critic):
-        return critic(*real), critic(*fake)
+        return critic(*real), critic(*fake) if fake_scores is None else fake_scores
     n = len(real[0])
     scores = critic(torch.cat([real[0], fake[0]]), torch.cat([real[1], fake[1]]))
     return scores[:n], scores[n:]
@@ -188,6 +198,10 @@ def critic_pair(
 
 class Trainer:
     """Owns models, optimisers, data and random state of one run; ``fit`` runs it."""
+
+    # False scores the fakes a second time in the critics' update: the same numbers for one
+    # more forward pass (critic_pair), kept for the side-by-side timing and its test.
+    reuse_fake_scores: bool = True
 
     def __init__(self, config: CGNConfig, run_dir: str | Path, *, data_root: str | Path | None = None) -> None:
         self.config = config = resolve_run_config(config.validate())
@@ -220,6 +234,9 @@ class Trainer:
                     self.device, memory_format=torch.channels_last
                 )
             self.opt_s = torch.optim.Adam(self.shape_discriminator.parameters(), lr=t.lr, betas=t.betas, fused=True)
+        self.critic_parameters = [  # what the critics' backward reaches
+            p for c in (self.discriminator, self.shape_discriminator) if c is not None for p in c.parameters()
+        ]
         self.average = WeightAverage(self.generator, t.ema_decay, t.ema_warmup) if t.ema_decay else None
         self.rng = make_generator(t.seed, "train")
         self.step = 0
@@ -290,19 +307,30 @@ class Trainer:
                 )
                 loss_g = loss_g + parts["mode_seeking"]
             with self.autocast(enabled=False):
-                loss_g.backward(inputs=self.generator_parameters)
+                loss_g.backward(inputs=self.generator_parameters, retain_graph=self.reuse_fake_scores)
 
             self.opt_d.zero_grad(set_to_none=True)
             if self.opt_s is not None:
                 self.opt_s.zero_grad(set_to_none=True)
-            d_real, d_fake = critic_pair(self.discriminator, (x_real, y_real), (out.image.detach(), y_gen))
+            # A critic with BatchNorm reuses its scores of the fakes from above (critic_pair).
+            reuse = self.reuse_fake_scores
+            d_real, d_fake = critic_pair(
+                self.discriminator, (x_real, y_real), (out.image.detach(), y_gen), d_fake if reuse else None
+            )
             loss_d = discriminator_adversarial_loss(d_real.float(), d_fake.float())
             if self.shape_discriminator is not None:
                 s_real, s_fake = critic_pair(
-                    self.shape_discriminator, (self.shape_view(x_real), y_real), (fake_view.detach(), y_gen)
+                    self.shape_discriminator,
+                    (self.shape_view(x_real), y_real),
+                    (fake_view.detach(), y_gen),
+                    s_fake if reuse else None,
                 )
                 parts["d_shape_view"] = discriminator_adversarial_loss(s_real.float(), s_fake.float())
-        (loss_d + parts["d_shape_view"] if self.shape_discriminator is not None else loss_d).backward()
+            with self.autocast(enabled=False):
+                # The reused scores' graph reaches back into the generator: the critics' loss
+                # must stop at the critics' parameters.
+                critics_loss = loss_d + parts["d_shape_view"] if self.shape_discriminator is not None else loss_d
+                critics_loss.backward(inputs=self.critic_parameters)
         self.opt_g.step()
         if self.average is not None:
             self.average.update(self.generator, self.step)
@@ -590,11 +618,18 @@ def training_speed(
 ) -> dict[str, float]:
     """Training images per second of each config, real trainer steps timed side by side.
 
-    Every config gets a :class:`Trainer` in ``run_root/<name>`` (its steps write nothing there);
-    they take turns in blocks of ``steps`` steps after a warm-up block
-    (:func:`cgn.environment.median_seconds`), so that all of them see the same machine.
+    Every config gets a :class:`Trainer` in ``run_root/<name>`` (its steps write nothing there),
+    timed by :func:`trainer_speed`.
     """
-    trainers = {name: Trainer(c, Path(run_root) / name, data_root=data_root) for name, c in configs.items()}
+    return trainer_speed(
+        {name: Trainer(c, Path(run_root) / name, data_root=data_root) for name, c in configs.items()}, steps, blocks
+    )
+
+
+def trainer_speed(trainers: dict[str, Trainer], steps: int, blocks: int = 3) -> dict[str, float]:
+    """Training images per second of each trainer: they take turns in blocks of ``steps`` steps
+    after a warm-up block (:func:`cgn.environment.median_seconds`), so that all of them see the
+    same machine."""
 
     def run(trainer: Trainer) -> None:
         for _ in range(steps):
@@ -603,4 +638,4 @@ def training_speed(
             torch.cuda.synchronize(trainer.device)
 
     seconds = median_seconds({name: lambda t=t: run(t) for name, t in trainers.items()}, blocks)
-    return {name: steps * configs[name].train.batch_size / s for name, s in seconds.items()}
+    return {name: steps * t.config.train.batch_size / seconds[name] for name, t in trainers.items()}
