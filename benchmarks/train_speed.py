@@ -161,13 +161,15 @@ def phase_profile(trainer: Trainer, steps: int) -> dict[str, float]:
             t = tick("discriminator_forward_g_step", t)
             total, _ = loss(d_fake.float(), out.mask.float(), out.image, x_real)
             t = tick("style_and_other_losses", t)
+            reuse = trainer.reuse_fake_scores
             with trainer.autocast(enabled=False):
-                total.backward(inputs=trainer.generator_parameters)
+                total.backward(inputs=trainer.generator_parameters, retain_graph=reuse)
             t = tick("generator_backward", t)
             trainer.opt_d.zero_grad(set_to_none=True)
-            d_real, d_fake = trainer_module.critic_pair(d, (x_real, y_real), (out.image.detach(), y_gen))
+            fakes = (out.image.detach(), y_gen)
+            d_real, d_fake = trainer_module.critic_pair(d, (x_real, y_real), fakes, d_fake if reuse else None)
             loss_d = discriminator_adversarial_loss(d_real.float(), d_fake.float())
-        loss_d.backward()
+        loss_d.backward(inputs=trainer.critic_parameters)
         trainer.opt_d.step()
         t = tick("discriminator_step", t)
         trainer.opt_g.step()

@@ -60,12 +60,28 @@ def test_phase_upsample_conv_is_upsample_then_conv(cin, cout, size, memory_forma
     expected = torch.nn.functional.conv2d(torch.nn.functional.interpolate(x, scale_factor=2), weight, padding=1)
     out = phase(x)
     assert out.shape == (2, cout, 2 * size, 2 * size)
+    assert out.is_contiguous(memory_format=memory_format)  # no layout conversions downstream
     torch.testing.assert_close(out, expected)
     upstream = torch.randn_like(expected)
     grads = torch.autograd.grad(out, (x, phase.weight), upstream)
     expected_grads = torch.autograd.grad(expected, (x, weight), upstream)
     for got, want in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("weight_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("input_format", [torch.contiguous_format, torch.channels_last])
+def test_phase_upsample_conv_output_layout_follows_the_3x3_conv(weight_format, input_format):
+    """The layers after an up-block see the memory layout they would after the 3×3 conv (the
+    generator feeds NCHW maps to channels-last weights; an NCHW output slowed bf16 steps)."""
+    phase, plain = UpBlock(8, 4, "phase")[1], UpBlock(8, 4)
+    phase.to(memory_format=weight_format), plain.to(memory_format=weight_format)
+    x = torch.randn(2, 8, 6, 6).contiguous(memory_format=input_format).requires_grad_(True)
+    out, expected = phase(x), plain[1](plain[0](x))
+    for layout in (torch.contiguous_format, torch.channels_last):
+        assert out.is_contiguous(memory_format=layout) == expected.is_contiguous(memory_format=layout)
+    (grad,) = torch.autograd.grad(out, x, torch.ones_like(out))
+    assert grad.shape == x.shape
 
 
 def test_both_upsample_convs_share_parameters_and_outputs():
