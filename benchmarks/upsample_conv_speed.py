@@ -1,8 +1,9 @@
 """What computing the up-blocks at the input's size saves (``model.upsample_conv``).
 
 Three measurements, "interpolate" (nearest ×2 upsampling, then the 3×3 conv: the paper's code)
-against "phase" (:class:`cgn.mechanisms.UpsampleConv2d`: the same function as four folded 2×2
-kernels at the input's size), each timed in alternating blocks of one run:
+against "phase" (:class:`cgn.mechanisms.UpsampleConv2d`: the same function as a stride-2
+transposed convolution of the input with the folded 4×4 kernel), each timed in alternating
+blocks of one run:
 
 - each up-block conv of the paper's mechanisms alone, forward + backward at batch 16;
 - the training step of each fast recipe (``configs/fast/<dataset>.toml`` at its precision,

@@ -34,81 +34,40 @@ class Upsample2x(nn.Module):
 
 
 # Nearest ×2 upsampling repeats each input row twice, so the three rows of a 3×3 kernel applied
-# after it see only two input rows: output row 2i + a sees input rows i − 1, i (phase a = 0) with
-# kernel rows (w0, w1 + w2), or rows i, i + 1 (a = 1) with (w0 + w1, w2). Columns alike.
-_FOLD = ((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)), ((1.0, 1.0, 0.0), (0.0, 0.0, 1.0))  # (phase, tap, kernel row)
+# after it see only two input rows: output row 2i sees input rows i − 1, i with kernel rows
+# (w0, w1 + w2), and row 2i + 1 sees rows i, i + 1 with (w0 + w1, w2). That is a transposed
+# convolution with stride 2, padding 1 and the 4-tap kernel (w2, w1 + w2, w0 + w1, w0) (its
+# tap k of input row i lands on output row 2i − 1 + k). Columns alike.
+_FOLD = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))  # (4-tap, 3×3 row)
 
 
-def phase_kernels(weight: torch.Tensor) -> torch.Tensor:
-    """A 3×3 kernel applied after nearest ×2 upsampling, as four 2×2 kernels on the input.
-
-    Returns (4·O, I, 2, 2), the phases (a, b) = 00, 01, 10, 11 outermost.
-    """
+def transposed_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """A 3×3 conv weight (O, I, 3, 3) applied after nearest ×2 upsampling, as the 4×4 weight
+    (I, O, 4, 4) of a stride-2 transposed convolution on the input (padding 1)."""
     fold = torch.tensor(_FOLD, dtype=weight.dtype, device=weight.device)
-    kernels = torch.einsum("ark,bcl,oikl->aboirc", fold, fold, weight)  # (2, 2, O, I, 2, 2)
-    return kernels.reshape(4 * weight.shape[0], weight.shape[1], 2, 2)
-
-
-class _Interleave(torch.autograd.Function):
-    """(B, 2, 2, O, H + 1, W + 1) phase maps → (B, O, 2H, 2W): ``out[.., 2i + a, 2j + b] =
-    y[:, a, b, :, i + a, j + b]``. Each output reads its own input element, so the gradient is
-    the inverse copy (zero where no output reads); four strided copies each way.
-
-    The output and the gradient keep the phase maps' memory layout (channels-last phase maps,
-    O innermost, give a channels-last image), so the layers after it see the layout they would
-    see after the 3×3 conv it replaces.
-    """
-
-    @staticmethod
-    def forward(ctx, y: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        b, o = y.shape[0], y.shape[3]
-        ctx.size, ctx.channels_last = (h, w), y.stride(3) == 1 and o > 1
-        if ctx.channels_last:
-            flat = y.new_empty(b, 2 * h, 2 * w, o)
-            out = flat.view(b, h, 2, w, 2, o).permute(0, 5, 1, 2, 3, 4)  # (B, O, H, 2, W, 2)
-        else:
-            flat = out = y.new_empty(b, o, h, 2, w, 2)
-        for a, c in ((0, 0), (0, 1), (1, 0), (1, 1)):
-            out[:, :, :, a, :, c] = y[:, a, c, :, a : a + h, c : c + w]
-        return flat.permute(0, 3, 1, 2) if ctx.channels_last else flat.view(b, o, 2 * h, 2 * w)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        h, w = ctx.size
-        b, o = grad.shape[:2]
-        grad = grad.reshape(b, o, h, 2, w, 2)  # splits dimensions only: a view in either layout
-        if ctx.channels_last:
-            grad_y = grad.new_zeros(b, h + 1, w + 1, 2, 2, o).permute(0, 3, 4, 5, 1, 2)
-        else:
-            grad_y = grad.new_zeros(b, 2, 2, o, h + 1, w + 1)
-        for a, c in ((0, 0), (0, 1), (1, 0), (1, 1)):
-            grad_y[:, a, c, :, a : a + h, c : c + w] = grad[:, :, :, a, :, c]
-        return grad_y, None, None
+    return torch.einsum("ak,bl,oikl->ioab", fold, fold, weight)
 
 
 class UpsampleConv2d(nn.Conv2d):
     """Nearest ×2 upsampling then a 3×3 conv (padding 1, no bias), computed at the input's size.
 
     The same function and the same parameter as ``Upsample2x`` → ``nn.Conv2d(cin, cout, 3,
-    padding=1)``, equal up to float rounding: one 2×2 conv with 4·cout outputs on the padded
-    input (:func:`phase_kernels`), the phases interleaved into the output. 9/16 of the
-    multiply-adds at 8 → 16 and 1/2 at 16 → 32 (measured: README, "Up-blocks at the input's size").
+    padding=1)``, equal up to float rounding: one stride-2 transposed convolution with the
+    folded 4×4 kernel (:func:`transposed_kernel`). 9/16 of the multiply-adds at 8 → 16 and 1/2
+    at 16 → 32 (measured: README, "Up-blocks at the input's size").
     """
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__(cin, cout, 3, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
-        # The folded kernels keep the weight's layout: with a channels-last weight the conv runs
-        # channels-last, as the 3×3 one it replaces would. With contiguous kernels it ran in
-        # NCHW, and the bf16 training step was 12-15 % slower than upsampling first (README,
-        # "Up-blocks at the input's size").
+        # The folded kernel keeps the weight's layout: with a channels-last weight the
+        # convolution runs channels-last, as the 3×3 one it replaces would (in NCHW the bf16
+        # training step was 12-15 % slower than upsampling first).
         channels_last = self.weight.is_contiguous(memory_format=torch.channels_last)
         layout = torch.channels_last if channels_last else torch.contiguous_format
-        kernels = phase_kernels(self.weight).to(x.dtype, memory_format=layout)
-        y = F.conv2d(F.pad(x, (1, 1, 1, 1)), kernels)  # (B, 4·O, H + 1, W + 1)
-        return _Interleave.apply(y.view(b, 2, 2, self.out_channels, h + 1, w + 1), h, w)
+        kernel = transposed_kernel(self.weight).to(x.dtype, memory_format=layout)
+        return F.conv_transpose2d(x, kernel, stride=2, padding=1)
 
 
 class UpBlock(nn.Sequential):
