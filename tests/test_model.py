@@ -75,7 +75,8 @@ def test_phase_upsample_conv_output_layout_follows_the_3x3_conv(weight_format, i
     """The layers after an up-block see the memory layout they would after the 3×3 conv (the
     generator feeds NCHW maps to channels-last weights; an NCHW output slowed bf16 steps)."""
     phase, plain = UpBlock(8, 4, "phase")[1], UpBlock(8, 4)
-    phase.to(memory_format=weight_format), plain.to(memory_format=weight_format)
+    phase.to(memory_format=weight_format)
+    plain.to(memory_format=weight_format)
     x = torch.randn(2, 8, 6, 6).contiguous(memory_format=input_format).requires_grad_(True)
     out, expected = phase(x), plain[1](plain[0](x))
     for layout in (torch.contiguous_format, torch.channels_last):
