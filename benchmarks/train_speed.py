@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from cgn import mechanisms
 from cgn import trainer as trainer_module
 from cgn.config import paper_config
-from cgn.environment import write_result
+from cgn.environment import matmul_gflops, write_result
 from cgn.losses import StyleLoss, discriminator_adversarial_loss, gram
 from cgn.precision import bf16_is_native
 from cgn.trainer import Trainer, pick_device
@@ -179,6 +179,13 @@ def phase_profile(trainer: Trainer, steps: int) -> dict[str, float]:
     return {k: {"ms": round(v, 2), "share": round(v / total_ms, 3)} for k, v in phases.items()}
 
 
+def machine_speed(device: torch.device) -> dict[str, float]:
+    """GFLOP/s of a 2048² matrix product on the CPU now (the issue's machine: 220 fp32, 940 bf16)."""
+    if device.type != "cpu":
+        return {}
+    return {p: matmul_gflops(p) for p in ("fp32", "bf16") if p == "fp32" or bf16_is_native(device)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=30)
@@ -189,6 +196,7 @@ def main() -> None:
     args = parser.parse_args()
     rows, profiles = [], {}
     device = pick_device("auto")
+    speed_before = machine_speed(device)
     with tempfile.TemporaryDirectory() as tmp:
         for dataset in args.datasets:
             for batch in args.batch_sizes:
@@ -221,6 +229,7 @@ def main() -> None:
                             key = f"{dataset}/batch16/{'style' if style else 'no_style'}/{precision}"
                             profiles[key] = phase_profile(trainer, args.steps)
     result = {
+        "machine_matmul_gflops": {"before": speed_before, "after": machine_speed(device)},
         "rows": rows,
         "profile_ms_per_step": profiles,
         "authors_seconds_per_step_batch16": AUTHORS,

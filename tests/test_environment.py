@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 
-from cgn.environment import git_commit, git_dirty, median_seconds, write_result
+import pytest
+
+from cgn.environment import git_commit, git_dirty, matmul_gflops, median_seconds, write_result
 
 
 def _git(repo, *args):
@@ -38,3 +40,9 @@ def test_median_seconds_times_each_variant_in_turn():
     seconds = median_seconds(runs, repeats=3)
     assert set(seconds) == {"a", "b"} and all(s >= 0 for s in seconds.values())
     assert calls == ["a", "b"] * 4  # one warm-up round, then the blocks alternate
+
+
+def test_matmul_gflops_measures_a_rate_and_names_its_formats():
+    assert matmul_gflops("fp32", size=64, repeats=2) > 0
+    with pytest.raises(KeyError):
+        matmul_gflops("fp64", size=64)

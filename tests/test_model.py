@@ -85,6 +85,23 @@ def test_phase_upsample_conv_output_layout_follows_the_3x3_conv(weight_format, i
     assert grad.shape == x.shape
 
 
+def test_phase_upsample_conv_under_bf16_autocast():
+    """In bf16 autocast the block runs in bf16 and stays within bf16 rounding of the fp32
+    reference; the weight's gradient arrives in the weight's own fp32."""
+    torch.manual_seed(0)
+    phase = UpsampleConv2d(8, 4)
+    x = torch.randn(2, 8, 6, 6)
+    expected = phase(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = phase(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected, rtol=0.05, atol=0.05)
+    (grad,) = torch.autograd.grad(out.float().sum(), phase.weight)
+    assert grad.dtype == torch.float32
+    (want,) = torch.autograd.grad(expected.sum(), phase.weight)
+    assert (grad - want).norm() < 0.02 * want.norm()  # bf16 products summed over 288 positions
+
+
 def test_both_upsample_convs_share_parameters_and_outputs():
     torch.manual_seed(0)
     plain, phase = UpBlock(8, 4).eval(), UpBlock(8, 4, "phase").eval()

@@ -91,3 +91,15 @@ def median_seconds(runs: dict[str, Callable[[], None]], repeats: int = 3) -> dic
             run()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def matmul_gflops(dtype_name: str = "fp32", size: int = 2048, repeats: int = 5) -> float:
+    """How fast this machine multiplies right now: GFLOP/s of a ``size``² matrix product in
+    ``dtype_name`` ("fp32" or "bf16"), the median of ``repeats`` after a warm-up. Shared CPUs
+    wander by tens of percent within an hour; a benchmark records this beside its timings."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    seconds = median_seconds({"mm": lambda: a @ b}, repeats)["mm"]
+    return round(2 * size**3 / seconds / 1e9, 1)
