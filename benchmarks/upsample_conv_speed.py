@@ -7,9 +7,7 @@ blocks of one run:
 
 - each up-block conv of the paper's mechanisms alone, forward + backward at batch 16;
 - the training step of each fast recipe (``configs/fast/<dataset>.toml`` at its precision,
-  batch 16), images/s and the recipe's minutes at that speed; beside them "phase_einsum", the
-  phase blocks as of cbed8f6, whose folded kernel came from an einsum of the two 1-d folds run
-  under autocast (now one fp32 matrix product, :func:`cgn.mechanisms.transposed_kernel`);
+  batch 16), images/s and the recipe's minutes at that speed;
 - counterfactual generation (the paper-size CGN, no gradients, batch 256), images/s.
 
 Writes results/upsample_conv_speed.json (--out). Needs prepared data (`cgn data prepare`).
@@ -19,19 +17,16 @@ Usage: python benchmarks/upsample_conv_speed.py [--steps 20] [--blocks 5] [--dat
 from __future__ import annotations
 
 import argparse
-import contextlib
 import tempfile
 from pathlib import Path
-from unittest import mock
 
 import torch
 
-from cgn import mechanisms
 from cgn.config import ModelConfig, load_config
 from cgn.environment import median_seconds, write_result
 from cgn.mechanisms import UpBlock
 from cgn.model import CGN
-from cgn.trainer import Trainer
+from cgn.trainer import resolve_run_config, training_speed
 
 DATASETS = ["colored_mnist", "double_colored_mnist", "wildlife_mnist"]
 VARIANTS = ("interpolate", "phase")
@@ -60,40 +55,21 @@ def layer_rows(blocks: int, repeats: int = 10) -> list[dict]:
     return rows
 
 
-def einsum_kernel(weight: torch.Tensor) -> torch.Tensor:
-    """The folded kernel as cbed8f6 built it: an einsum of the two 1-d folds, under autocast."""
-    fold = torch.tensor(mechanisms._FOLD, dtype=weight.dtype, device=weight.device)
-    return torch.einsum("ak,bl,oikl->ioab", fold, fold, weight)
-
-
 def step_rows(datasets: list[str], steps: int, blocks: int, run_root: Path) -> list[dict]:
     rows = []
-    variants = {"interpolate": "interpolate", "phase": "phase", "phase_einsum": "phase"}
     for dataset in datasets:
         path = Path("configs/fast") / f"{dataset}.toml"
-        trainers = {
-            name: Trainer(load_config(path, [f"model.upsample_conv={up}"]), run_root / dataset / name)
-            for name, up in variants.items()
-        }
-
-        def run(name: str, trainers: dict[str, Trainer] = trainers) -> None:
-            fold = mock.patch.object(mechanisms, "transposed_kernel", einsum_kernel)
-            with fold if name == "phase_einsum" else contextlib.nullcontext():
-                for _ in range(steps):
-                    trainers[name].train_step()
-
-        seconds = median_seconds({name: lambda n=name: run(n) for name in variants}, blocks)
-        recipe = trainers["phase"].config
+        configs = {name: load_config(path, [f"model.upsample_conv={name}"]) for name in VARIANTS}
+        speed = {name: round(v, 1) for name, v in training_speed(configs, run_root / dataset, steps, blocks).items()}
+        recipe = resolve_run_config(configs["phase"])
         batch = recipe.train.batch_size
-        speed = {name: round(steps * batch / s, 1) for name, s in seconds.items()}
         rows.append(
             {
                 "dataset": dataset,
                 "precision": recipe.train.precision,  # what "auto" resolved to here
                 "images_per_s": speed,
                 "speedup": round(speed["phase"] / speed["interpolate"], 3),
-                "speedup_over_einsum_fold": round(speed["phase"] / speed["phase_einsum"], 3),
-                "recipe_minutes": {name: round(recipe.train.steps * batch / speed[name] / 60, 1) for name in variants},
+                "recipe_minutes": {name: round(recipe.train.steps * batch / speed[name] / 60, 1) for name in VARIANTS},
             }
         )
         print(rows[-1], flush=True)
