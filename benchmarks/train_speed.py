@@ -15,6 +15,9 @@ the shuffler). The style loss uses VGG-16 with random weights (the same cost as 
 weights). A profile (ours, batch 16) splits a step into data, generator forward,
 discriminator, style loss, backward and optimiser.
 
+The machine's speed wanders (a shared 2-core CPU): the file also records a 2048² matrix
+product's GFLOP/s before and after the run (``machine_matmul_gflops``).
+
 Writes results/train_speed.json (--out). Needs prepared data (`cgn data prepare`). bf16 rows are skipped on
 a device without native bf16 kernels (their steps take 10× or more the fp32 time there).
 Usage: python benchmarks/train_speed.py [--steps 30] [--datasets ...]

@@ -99,7 +99,10 @@ def matmul_gflops(dtype_name: str = "fp32", size: int = 2048, repeats: int = 5) 
     wander by tens of percent within an hour; a benchmark records this beside its timings."""
     import torch
 
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    if dtype_name not in dtypes:
+        raise ValueError(f"matmul_gflops measures 'fp32' or 'bf16', not {dtype_name!r}")
+    dtype = dtypes[dtype_name]
     a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
     seconds = median_seconds({"mm": lambda: a @ b}, repeats)["mm"]
     return round(2 * size**3 / seconds / 1e9, 1)
