@@ -1,7 +1,7 @@
 """Shape effectiveness against mask diversity: our CGNs and the authors' at the same variety.
 
 Shape effectiveness rewards masks that all look like the class's most typical digit: a shape
-mechanism that draws one digit per class scores highest and teaches the least (README, "Shape
+mechanism that draws one digit per class scores highest and teaches the least (docs/table2.md, "Shape
 noise"). So this compares CGNs at equal mask diversity (mean L1 distance between two masks of
 one class; real MNIST: 0.158). Scaling the shape noise (u ~ N(0, s²I), s ≤ 1) moves one
 generator along its own curve of variety against effectiveness. For each dataset it evaluates

@@ -44,7 +44,7 @@ class MNISTClassifier(nn.Module):
     channel, divided by its standard deviation over all channels and pixels (floored at
     ``STANDARDIZE_EPS``). That makes the classifier blind to an image's overall contrast, so a
     digit that differs from its background by 1 % reads like one that differs by 100 %
-    (README, "Classifier input standardisation").
+    (docs/table2.md, "Classifier input standardisation").
     """
 
     STANDARDIZE_EPS = 1e-4

@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     clf.add_argument("--limit", type=int, help="use the first N real training images only")
     clf.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
     clf.add_argument(
-        "--standardize", action="store_true", help="ours: standardise each image's contrast first (README)"
+        "--standardize", action="store_true", help="ours: standardise each image's contrast first (docs/table2.md)"
     )
     clf.add_argument("--seed", type=int, default=0)
     clf.add_argument("--data-seed", type=int, default=0, help="seed of the biased dataset's jitter and test splits")

@@ -155,7 +155,7 @@ class TrainConfig:
     frame_init: bool = False
     # Ours (0 = off, the paper): clip the discriminator's gradient to this L2 norm before each
     # update. A step under the limit is untouched (bit for bit); a spike is cut before it feeds
-    # back through the generator (README, "Loss spikes").
+    # back through the generator (docs/recipes.md, "Loss spikes").
     d_grad_clip: float = 0.0
     # Ours (1 = a constant learning rate, the paper): from this share of the schedule on, both
     # learning rates fall linearly to 0 at the last step.

@@ -88,7 +88,7 @@ def shape_view(
     ``variance_floor`` added to the frame's 3 × 3 colour covariance. On a one-coloured frame
     the covariance is the floor alone and the view is the Euclidean one. On a textured
     background (Wildlife) the colours the background texture varies along count for less, so
-    its edges fade from the view while the digit's texture stands out (README, "The shape
+    its edges fade from the view while the digit's texture stands out (docs/recipes.md, "The shape
     view").
     """
     with torch.autocast(images.device.type, enabled=False):
@@ -145,7 +145,7 @@ class _GramL1(torch.autograd.Function):
     backward pass (cheap: H·W is small at 32×32 input). The 1/(C·H·W) scale is applied once,
     to the sum. The Gram difference is symmetric, so the gradient ``(S + Sᵀ) F`` of the sign
     matrix S is ``2 S F``. On the CPU this avoids streaming those tensors through memory
-    several times per step (results/train_speed.json, README "Speed").
+    several times per step (results/train_speed.json, docs/speed.md).
     """
 
     @staticmethod

@@ -54,7 +54,7 @@ class UpsampleConv2d(nn.Conv2d):
     The same function and the same parameter as ``Upsample2x`` → ``nn.Conv2d(cin, cout, 3,
     padding=1)``, equal up to float rounding: one stride-2 transposed convolution with the
     folded 4×4 kernel (:func:`transposed_kernel`). 9/16 of the multiply-adds at 8 → 16 and 1/2
-    at 16 → 32 (measured: README, "Up-blocks at the input's size").
+    at 16 → 32 (measured: docs/speed.md, "Up-blocks at the input's size").
     """
 
     def __init__(self, cin: int, cout: int) -> None:

@@ -4,7 +4,7 @@ has it).
 bf16 autocast is 1.7-2× faster on a CPU with native bf16 (AVX-512 or AMX, through oneDNN) and
 on recent GPUs, but a CPU without it falls back to slow reference kernels: on an AVX2-only AMD
 EPYC, a 2048² bf16 matrix product ran at 0.3 GFLOP/s against 92 in fp32, and a batch-16
-double-colored training step took 1.17 s against 0.14 s in fp32 (README, "Precision"). The fast
+double-colored training step took 1.17 s against 0.14 s in fp32 (docs/speed.md, "Precision"). The fast
 recipes therefore ask for "auto", which resolves once per run on the device it runs on.
 """
 

@@ -200,7 +200,7 @@ class Schedule:
 
 # The paper's classifier schedule in bf16 autocast where the machine has native bf16 (1.8× faster
 # on an AVX-512 CPU; "auto" is fp32 elsewhere) with per-image input standardisation (ours: it
-# reads the digits drawn in their background's colour; README, "Classifier input
+# reads the digits drawn in their background's colour; docs/table2.md, "Classifier input
 # standardisation"). The library's default ClassifierConfig stays the paper's.
 FULL = Schedule(classifier=ClassifierConfig(precision="auto", standardize=True))
 QUICK = Schedule(
@@ -347,7 +347,7 @@ class Reproduction:
                     f"{where} was trained with another {kind.upper()} recipe than "
                     f"{self.schedule.cgn_config_dir} gives now: finish the table in a new --run-dir "
                     "(or restore the recipe it was started with, or delete this generator's units for every "
-                    "seed: README, 'The full table')"
+                    "seed: docs/table2.md, 'The full table')"
                 )
 
     def _generator_markers(self, dataset: str, kind: str) -> list[Path]:

@@ -99,7 +99,7 @@ class WeightAverage:
 
     The live model's BatchNorm running statistics belong to the live weights, not to the
     average: the mechanisms end in a BatchNorm that sets the output colour, and borrowing them
-    cost a Wildlife run 0.24 background effectiveness (0.76 against 1.00, README). :meth:`calibrated` therefore
+    cost a Wildlife run 0.24 background effectiveness (0.76 against 1.00, docs/recipes.md). :meth:`calibrated` therefore
     recomputes them for the averaged weights, as SWA does (Izmailov et al. 2018).
     """
 
