@@ -56,7 +56,7 @@ def main() -> None:
     width = LossConfig().mask_border_width
     result: dict[str, object] = {"samples": args.samples, "frame_width": width}
     for dataset in args.datasets:
-        data = build_dataset(dataset, split="train", seed=0, root=args.data_dir)
+        data = build_dataset(dataset, split="train", seed=0, data_root=args.data_dir)
         index = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[: args.samples]
         batch = data.batch(index)
         images, stroke, labels = batch["image"], batch["mask"], batch["label"]

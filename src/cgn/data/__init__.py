@@ -27,12 +27,13 @@ def build_dataset(
     name: str,
     split: str = "train",
     seed: int = 0,
-    root: str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None,
     *,
     mnist: MNIST | None = None,
 ) -> BiasedMNIST:
-    """Build a biased MNIST dataset by name, e.g. ``build_dataset("wildlife_mnist", "test")``."""
-    return DATASETS.get(name)(split, seed, root, mnist=mnist)
+    """Build a biased MNIST dataset by name, e.g. ``build_dataset("wildlife_mnist", "test")``;
+    its files come from ``data_root`` (default: ``$CGN_DATA`` or ``~/.cache/cgn``)."""
+    return DATASETS.get(name)(split, seed, data_root, mnist=mnist)
 
 
 def dataset_statistics(dataset: BiasedMNIST, chunk: int = 4096) -> dict[str, object]:
