@@ -6,7 +6,9 @@ into runs/quality/<name> (resumable: a finished run is not retrained), evaluate 
 imported from $CGN_DATA_MIRROR/original_mnist_checkpoints. Writes results/cgn_quality.json
 (merged per dataset, so datasets can be run one at a time).
 
-``--eval-at 2000 4000`` also evaluates the run on the way (``ours.curve``), on 5,000 samples;
+``--eval-at 2000 4000`` also evaluates the run on the way (``ours.curve``), on 5,000 samples,
+and keeps the generator it evaluated as ``<run>/cgn_step<N>.safetensors`` (for downstream
+measurements of shorter schedules: ``benchmarks/shape_noise.py``);
 ``--shape-noise-scales 0.7 0.5`` also evaluates the final generators (ours and the authors')
 with the shape noise scaled (``by_shape_noise_scale``; the top-level metrics use scale 1).
 
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from cgn.checkpoint import load_cgn
+from cgn.checkpoint import load_cgn, save_weights
 from cgn.config import load_config
 from cgn.environment import write_result
 from cgn.evaluation import evaluate_cgn
@@ -116,14 +118,19 @@ def by_noise_scale(model, dataset: str, args: argparse.Namespace) -> dict:
 
 
 def train_with_curve(config, run_dir: Path, eval_at: list[int], dataset: str) -> list[dict]:
-    """Train (resumably) to the end, evaluating the output generator at each step of ``eval_at``."""
+    """Train (resumably) to the end, evaluating the output generator at each step of ``eval_at``
+    and saving it there (the same weights a run of that many steps ends with, as nothing in
+    training depends on the schedule's length unless ``train.lr_decay_start`` or
+    ``loss.mode_seeking_until`` is below 1)."""
     trainer = Trainer(config, run_dir)
     curve = []
     for step in sorted(s for s in eval_at if s < trainer.total_steps):
         trainer.fit(resume=True, stop_at=step)
         if trainer.step == step:  # not already past it (a resumed run)
             with torch.random.fork_rng(devices=[]):  # keep the run's own random state untouched
-                metrics = evaluate_cgn(trainer.output_generator, dataset, num_samples=5_000)
+                generator = trainer.output_generator
+                metrics = evaluate_cgn(generator, dataset, num_samples=5_000)
+            save_weights(run_dir / f"cgn_step{step}.safetensors", generator, config=config, kind="cgn", step=step)
             curve.append({"step": step, "train_minutes": round(trainer.train_seconds / 60, 2), **metrics})
             print(json.dumps(curve[-1]), flush=True)
     trainer.fit(resume=True)
