@@ -47,7 +47,10 @@ def test_overrides_are_typed():
         ),
         ("model.shape_discriminator=cnn", "model.shape_discriminator must be one of conv, conv_projection, linear,"),
         ("loss.shape_view_weight=-1", "loss.shape_view_weight must not be negative"),
-        ("loss.shape_view_distance=cosine", "loss.shape_view_distance must be 'euclidean' or 'mahalanobis'"),
+        (
+            "loss.shape_view_distance=cosine",
+            "loss.shape_view_distance must be 'euclidean', 'mahalanobis' or 'two_gaussian'",
+        ),
         ("loss.shape_view_variance_floor=0", "loss.shape_view_variance_floor must be positive"),
         ("loss.shape_view_gradient=texture", "loss.shape_view_gradient must be 'image' or 'mask'"),
         ("model.upsample_conv=transposed", "model.upsample_conv must be 'interpolate' or 'phase'"),

@@ -112,8 +112,28 @@ def test_the_mahalanobis_shape_view_fades_a_textured_background():
     # On a one-coloured frame the whitened view is the plain one.
     flat = stroke * digit + (1 - stroke) * torch.tensor([-1.0, 0.2, 0.4])[None, :, None, None]
     assert torch.allclose(shape_view(flat, 2, "mahalanobis"), shape_view(flat, 2), atol=2e-3)
-    with pytest.raises(ValueError, match="'euclidean' or 'mahalanobis'"):
+    with pytest.raises(ValueError, match="'euclidean', 'mahalanobis' or 'two_gaussian'"):
         shape_view(images, 2, "cosine")
+
+
+def test_the_two_gaussian_shape_view_is_the_digits_posterior():
+    stroke = torch.zeros(2, 1, 12, 12)
+    stroke[:, :, 3:9, 5:8] = 1.0  # 18 of 144 pixels: more than the seed share
+    columns = torch.arange(12) % 2 == 0
+    striped = torch.where(columns, torch.tensor([0.8, 0.6, -0.6])[:, None], torch.tensor([-0.8, -0.6, 0.6])[:, None])
+    plain = torch.tensor([-1.0, 0.2, 0.4])[:, None, None].expand(3, 12, 12)
+    background = torch.stack([striped[:, None, :].expand(3, 12, 12), plain])
+    digit = torch.tensor([0.6, -0.8, 0.0])[None, :, None, None]
+    images = (stroke * digit + (1 - stroke) * background).requires_grad_()
+    view = shape_view(images, width=2, distance="two_gaussian")
+    on, off = stroke.bool(), ~stroke.bool()
+    assert view.shape == stroke.shape and view[on].min() > 0.9 and view[off].max() < -0.9
+    view.sum().backward()
+    assert torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0
+    flat = torch.full((1, 3, 12, 12), 0.3, requires_grad=True)  # nothing drawn: no NaN
+    flat_view = shape_view(flat, 2, "two_gaussian")
+    flat_view.sum().backward()
+    assert torch.isfinite(flat_view).all() and torch.isfinite(flat.grad).all()
 
 
 def test_gram_is_normalised_per_sample():

@@ -92,8 +92,9 @@ class LossConfig:
     # apart by colour alone; this one only by the digit's shape.
     shape_view_weight: float = 0.0
     # Ours: the shape view's colour distance from the frame, "euclidean" (to the frame's mean
-    # colour) or "mahalanobis" (in units of the frame's colour spread, whose 3 × 3 covariance
-    # gets shape_view_variance_floor added): the latter fades a textured background's edges.
+    # colour), "mahalanobis" (in units of the frame's colour spread, whose 3 × 3 covariance
+    # gets shape_view_variance_floor added: fades a textured background's edges) or
+    # "two_gaussian" (posterior of a colour Gaussian fitted to the digit against the frame's).
     shape_view_distance: str = "euclidean"
     shape_view_variance_floor: float = 1e-3
     # Ours: where the shape critic's gradient reaches the generator. "image": through the
@@ -115,8 +116,9 @@ class LossConfig:
         _check(self.mode_seeking_weight >= 0, "loss.mode_seeking_weight must not be negative")
         _check(self.shape_view_weight >= 0, "loss.shape_view_weight must not be negative")
         _check(
-            self.shape_view_distance in ("euclidean", "mahalanobis"),
-            f"loss.shape_view_distance must be 'euclidean' or 'mahalanobis', not {self.shape_view_distance!r}",
+            self.shape_view_distance in ("euclidean", "mahalanobis", "two_gaussian"),
+            "loss.shape_view_distance must be 'euclidean', 'mahalanobis' or 'two_gaussian', "
+            f"not {self.shape_view_distance!r}",
         )
         _check(self.shape_view_variance_floor > 0, "loss.shape_view_variance_floor must be positive")
         _check(
