@@ -50,8 +50,8 @@ def readability(view: torch.Tensor, stroke: torch.Tensor, labels: torch.Tensor, 
 
 
 def oracle_view(images: torch.Tensor, stroke: torch.Tensor, floor: float = 1e-3) -> torch.Tensor:
-    """The two-Gaussian view with both colour Gaussians fitted to the true stroke and its
-    complement: what a colour view could read at best."""
+    """Each pixel's posterior (as 2p − 1) under colour Gaussians fitted to the true stroke and
+    its complement: what a view built on colours could read at best."""
     pixels, weights = images.flatten(2), (stroke.flatten(2) > 0.5).float()
     foreground = colour_gaussian(pixels, weights, floor)
     background = colour_gaussian(pixels, 1 - weights, floor)

@@ -94,7 +94,8 @@ class LossConfig:
     # Ours: the shape view's colour distance from the frame, "euclidean" (to the frame's mean
     # colour), "mahalanobis" (in units of the frame's colour spread, whose 3 × 3 covariance
     # gets shape_view_variance_floor added: fades a textured background's edges) or
-    # "two_gaussian" (posterior of a colour Gaussian fitted to the digit against the frame's).
+    # "two_gaussian" (tanh of the log ratio of each pixel's distances from the frame's colour
+    # Gaussian and from one fitted to the digit's colours; tried on Wildlife, not adopted).
     shape_view_distance: str = "euclidean"
     shape_view_variance_floor: float = 1e-3
     # Ours: where the shape critic's gradient reaches the generator. "image": through the

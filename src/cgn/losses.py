@@ -89,16 +89,20 @@ def colour_gaussian(pixels: torch.Tensor, weights: torch.Tensor, variance_floor:
     return mean, torch.linalg.cholesky(covariance)
 
 
+def _squared_distance(pixels: torch.Tensor, mean: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Squared Mahalanobis distance of pixels (B, 3, P) from a colour Gaussian: (B, 1, P)."""
+    return torch.linalg.solve_triangular(factor, pixels - mean, upper=False).square().sum(1, keepdim=True)
+
+
 def colour_log_density(pixels: torch.Tensor, mean: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """Log density (up to a constant) of pixels (B, 3, P) under a colour Gaussian: (B, 1, P)."""
-    z = torch.linalg.solve_triangular(factor, pixels - mean, upper=False)
-    return -0.5 * z.square().sum(1, keepdim=True) - factor.diagonal(dim1=1, dim2=2).log().sum(1)[:, None, None]
+    log_det = factor.diagonal(dim1=1, dim2=2).log().sum(1)[:, None, None]
+    return -0.5 * _squared_distance(pixels, mean, factor) - log_det
 
 
 def colour_distance(pixels: torch.Tensor, mean: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """Mahalanobis distance of pixels (B, 3, P) from a colour Gaussian: (B, 1, P), at least 1e-3."""
-    z = torch.linalg.solve_triangular(factor, pixels - mean, upper=False)
-    return z.square().sum(1, keepdim=True).add(1e-6).sqrt()
+    return _squared_distance(pixels, mean, factor).add(1e-6).sqrt()
 
 
 def shape_view(
