@@ -24,6 +24,7 @@ from cgn.losses import (
     mask_border_loss,
     mask_size_loss,
     mode_seeking_loss,
+    r1_penalty,
     shape_view,
     vgg16_features,
 )
@@ -72,6 +73,17 @@ def test_mode_seeking_term_falls_as_masks_of_a_class_differ():
     mask = torch.full((2, 1, 4, 4), 0.3, requires_grad=True)
     mode_seeking_loss(mask, half, noise_a, noise_b).backward()
     assert (mask.grad[..., :2] > 0).all()  # pulling towards the other mask raises the term
+
+
+def test_r1_penalty_is_the_mean_squared_input_gradient_and_trains_the_critic():
+    # D(x) = Σ w·x² per image: ∇ₓD = 2 w x, so the penalty is E Σ (2 w x)².
+    w = torch.tensor(0.5, requires_grad=True)
+    x = torch.tensor([[1.0, 2.0], [3.0, 0.0]], requires_grad=True)
+    scores = (w * x.pow(2)).sum(1)
+    penalty = r1_penalty(scores, x)
+    assert penalty.item() == pytest.approx(((1 + 4) + 9) / 2)  # (2w)² = 1
+    (grad_w,) = torch.autograd.grad(penalty, w)
+    assert grad_w.item() == pytest.approx(2 * 4 * 0.5 * 14 / 2)  # d/dw of 4w² · 7
 
 
 def test_frame_pixels():

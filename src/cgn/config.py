@@ -102,6 +102,12 @@ class LossConfig:
     # composite into all three mechanisms; "mask": into the shape mechanism only (the critic
     # sees the same composite, built from a detached foreground and background).
     shape_view_gradient: str = "image"
+    # Our addition (0 = off, the paper): the R1 penalty (Mescheder et al. 2018) on the main
+    # discriminator, r1_weight / 2 · E‖∇ₓ D(x_real)‖², which damps the critic's oscillation
+    # around the real data. Lazy (Karras et al. 2020): applied every r1_every-th step, scaled
+    # by r1_every.
+    r1_weight: float = 0.0
+    r1_every: int = 1
 
     def validate(self) -> None:
         _check(len(self.style_weights) == 4, "loss.style_weights needs 4 values (relu1_2, relu2_2, relu3_3, relu4_3)")
@@ -126,6 +132,8 @@ class LossConfig:
             self.shape_view_gradient in ("image", "mask"),
             f"loss.shape_view_gradient must be 'image' or 'mask', not {self.shape_view_gradient!r}",
         )
+        _check(self.r1_weight >= 0, "loss.r1_weight must not be negative (0 = no R1 penalty)")
+        _check(self.r1_every > 0, "loss.r1_every must be positive (1 = every step)")
         _check(0 < self.mode_seeking_until <= 1, "loss.mode_seeking_until must lie in (0, 1] (1 = the whole schedule)")
 
     @property

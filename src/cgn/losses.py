@@ -37,6 +37,13 @@ def discriminator_adversarial_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -
     return (F.mse_loss(d_real, torch.ones_like(d_real)) + F.mse_loss(d_fake, torch.zeros_like(d_fake))) / 2
 
 
+def r1_penalty(real_scores: torch.Tensor, real_images: torch.Tensor) -> torch.Tensor:
+    """``E‖∇ₓ D(x)‖²`` over the real batch (Mescheder et al. 2018), differentiable in D's
+    weights; ``real_images`` must have required gradients when ``real_scores`` were computed."""
+    (grad,) = torch.autograd.grad(real_scores.float().sum(), real_images, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(1).mean()
+
+
 def binary_entropy(mask: torch.Tensor) -> torch.Tensor:
     """Mean binary entropy in bits, H2(m) = −m log2 m − (1 − m) log2(1 − m); 0 for a 0/1 mask."""
     return -(mask * torch.log2(mask) + (1 - mask) * torch.log2(1 - mask)).mean()

@@ -48,6 +48,7 @@ from cgn.losses import (
     frame_pixels,
     generator_adversarial_loss,
     mode_seeking_loss,
+    r1_penalty,
     shape_view,
 )
 from cgn.model import CGNOutput, build_generator
@@ -315,10 +316,17 @@ class Trainer:
                 self.opt_s.zero_grad(set_to_none=True)
             # A critic with BatchNorm reuses its scores of the fakes from above (critic_pair).
             reuse = self.reuse_fake_scores
+            r1_on = self.r1_on
+            x_critic = x_real.detach().requires_grad_(True) if r1_on else x_real
             d_real, d_fake = critic_pair(
-                self.discriminator, (x_real, y_real), (out.image.detach(), y_gen), d_fake if reuse else None
+                self.discriminator, (x_critic, y_real), (out.image.detach(), y_gen), d_fake if reuse else None
             )
             loss_d = discriminator_adversarial_loss(d_real.float(), d_fake.float())
+            if r1_on:
+                with self.autocast(enabled=False):
+                    parts["r1"] = r1_penalty(d_real, x_critic)
+                c = self.config.loss
+                loss_d = loss_d + c.r1_weight * c.r1_every / 2 * parts["r1"]
             if self.shape_discriminator is not None:
                 s_real, s_fake = critic_pair(
                     self.shape_discriminator,
@@ -397,6 +405,12 @@ class Trainer:
             for opt in self.optimizers.values():
                 for group in opt.param_groups:
                     group["lr"] = lr * group.get("lr_scale", 1.0)
+
+    @property
+    def r1_on(self) -> bool:
+        """Whether this step adds the R1 penalty (``loss.r1_weight``, every ``loss.r1_every``-th step)."""
+        c = self.config.loss
+        return c.r1_weight > 0 and self.step % c.r1_every == 0
 
     @property
     def mode_seeking_on(self) -> bool:
