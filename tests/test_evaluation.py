@@ -252,8 +252,12 @@ def test_evaluate_cgn_by_class(data_root, digits, name):
     metrics = evaluate_cgn(model, name, **kwargs, by_class=True)
     assert list(metrics) == [*METRICS, *BY_CLASS]
     assert {k: metrics[k] for k in METRICS} == plain  # the same draws, the same scalars
-    for key in ("shape_effectiveness_by_class", "texture_effectiveness_by_class"):
+    for key in ("shape_effectiveness_by_class", "texture_effectiveness_by_class", "shape_leakage_foreground_by_class"):
         assert len(metrics[key]) == 10 and all(0.0 <= v <= 1.0 for v in metrics[key])  # 300 draws hit every label
+    # the leakage's mean over draws is its per-label rates weighted by how often each label came
+    leak = metrics["shape_leakage_foreground_by_class"]
+    assert min(leak) <= metrics["shape_leakage_foreground"] <= max(leak)
+    assert len(metrics["shape_leakage_background_by_class"]) == 10  # a black background is still judged
     if name == "colored_mnist":  # no background attribute
         assert metrics["background_effectiveness_by_class"] is None
     else:

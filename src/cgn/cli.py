@@ -125,7 +125,8 @@ def _evaluate_cgn(args: argparse.Namespace) -> None:
         return "-" if value is None else f"{value:.{digits}f}"
 
     for key, value in metrics.items():
-        print(f"{key.replace('_effectiveness_by_class', ' eff. by class 0-9'):28} {show(value)}")
+        label = key.replace("_effectiveness_by_class", " eff. by class 0-9").replace("_by_class", " by class 0-9")
+        print(f"{label:36} {show(value)}")
     if args.out is not None:
         write_text(args.out, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.out}")

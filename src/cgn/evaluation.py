@@ -16,8 +16,9 @@ independently and uniformly; each mechanism's output is then judged on its own:
   trained on such counterfactuals then misreads the real digits' other styles. Real MNIST
   masks score about 0.16;
 - ``by_class=True`` adds ``shape_effectiveness_by_class`` (and the texture and background
-  ones): the effectiveness per label 0-9, so a single failing class (an inverted mask, a digit
-  drawn as another) shows by name instead of as a small drop of the mean;
+  ones, and the two leakages): the rate per label 0-9, so a single failing class (an inverted
+  mask, a digit drawn as another, one map the digit judge happens to read as its label) shows
+  by name instead of as a small shift of the mean;
 - ``shape_leakage_foreground`` / ``shape_leakage_background``: the digit classifier's accuracy
   on the grey-scaled maps (stretched per image to [0, 1], see ``stretched_grey``) against their
   own labels; about 0.10 (chance) means no digit shape leaked into them (a map showing its own
@@ -73,7 +74,9 @@ PROTOTYPES_PER_TEXTURE = 16
 HISTOGRAM_BINS = 4  # per channel: a 4×4×4 joint colour histogram
 
 Metrics = dict[str, float | list[float | None] | None]  # METRICS; with by_class, also BY_CLASS
-BY_CLASS = {f"{name}_effectiveness_by_class": name for name in ("shape", "texture", "background")}
+BY_CLASS = {f"{name}_effectiveness_by_class": name for name in ("shape", "texture", "background")} | {
+    f"shape_leakage_{where}_by_class": f"leak_{where}" for where in ("foreground", "background")
+}
 
 
 # -- appearance features and nearest-prototype classifiers ------------------------------------
@@ -280,7 +283,7 @@ class _Tally:
         }
 
     def per_label(self) -> Metrics:
-        """Effectiveness per label (None for a label never drawn) under the ``BY_CLASS`` keys."""
+        """The rates per label (None for a label never drawn) under the ``BY_CLASS`` keys."""
         out: Metrics = {}
         for key, name in BY_CLASS.items():
             if name not in self.by_label:
@@ -351,7 +354,7 @@ def evaluate_cgn(
     of ``data_root`` (trained on first use). Returns fractions in [0, 1]; the background
     metrics are None where the dataset has none. ``shape_noise_scale`` scales the shape
     mechanism's noise, as ``GenerationSpec.shape_noise_scale`` does for generated datasets.
-    ``by_class`` adds the effectiveness per label (``BY_CLASS``).
+    ``by_class`` adds the effectiveness and leakage per label (``BY_CLASS``).
     """
     if num_samples <= 0 or batch_size <= 0:
         raise ValueError(f"num_samples and batch_size must be positive, got {num_samples} and {batch_size}")
@@ -408,7 +411,7 @@ def evaluate_real_data(
     all-background mask), the labels the digit label and the two attribute indices. Expect
     effectiveness ≈ 1, a binary share of 1 and leakage ≈ 0.1. Leakage on the background is
     None where the dataset has no background attribute (its background is black).
-    ``by_class`` adds the effectiveness per label, as for ``evaluate_cgn``.
+    ``by_class`` adds the rates per label, as for ``evaluate_cgn``.
     """
     ds = build_dataset(dataset, split, seed, data_root, mnist=mnist)
     texture_judge, background_judge = appearance_classifiers(dataset, data_root)
