@@ -19,6 +19,9 @@ dataset has one), on ``--num`` maps with uniformly drawn labels:
 - ``leakage_visible``: leakage counting only maps whose contrast reaches ``--visible`` (others
   count as chance, 0.1).
 
+``real`` holds the leakage of the real test split's maps (``evaluate_real_data``, the first
+``--num`` images), the score of a CGN that draws exactly the data's colours and textures.
+
 Usage: python benchmarks/leakage_diagnosis.py DATASET=CKPT [DATASET=CKPT ...] [--num 10000]
        [--out results/leakage_diagnosis.json]
 """
@@ -37,7 +40,7 @@ from cgn.checkpoint import load_cgn
 from cgn.data.base import NUM_CLASSES
 from cgn.digit_classifier import load_or_train_digit_classifier
 from cgn.environment import write_result
-from cgn.evaluation import JUDGE_SEED, evaluate_cgn, stretched_grey, to_grey
+from cgn.evaluation import JUDGE_SEED, evaluate_cgn, evaluate_real_data, stretched_grey, to_grey
 from cgn.model import CGN
 from cgn.original import import_original
 from cgn.seeding import make_generator
@@ -106,6 +109,13 @@ def main() -> None:
         result[dataset] = {
             "ours": {"checkpoint": path, **diagnose(ours, dataset, digits, args.num, args.visible)},
             "original": diagnose(theirs, dataset, digits, args.num, args.visible),
+            "real": {
+                key: value
+                for key, value in evaluate_real_data(
+                    dataset, max_samples=args.num, digit_classifier=digits, by_class=True
+                ).items()
+                if key.startswith("shape_leakage")
+            },
         }
         for who in ("ours", "original"):
             for where, d in result[dataset][who].items():
