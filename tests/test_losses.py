@@ -23,10 +23,12 @@ from cgn.losses import (
     gram_l1_loss,
     mask_border_loss,
     mask_size_loss,
+    mismatch_loss,
     mode_seeking_loss,
     r1_penalty,
     shape_view,
     vgg16_features,
+    wrong_labels,
 )
 
 
@@ -84,6 +86,16 @@ def test_r1_penalty_is_the_mean_squared_input_gradient_and_trains_the_critic():
     assert penalty.item() == pytest.approx(((1 + 4) + 9) / 2)  # (2w)² = 1
     (grad_w,) = torch.autograd.grad(penalty, w)
     assert grad_w.item() == pytest.approx(2 * 4 * 0.5 * 14 / 2)  # d/dw of 4w² · 7
+
+
+def test_wrong_labels_are_every_other_class_and_never_the_own():
+    labels = torch.arange(10).repeat(2000)
+    wrong = wrong_labels(labels, 10, torch.Generator().manual_seed(0))
+    assert not (wrong == labels).any() and wrong.min() == 0 and wrong.max() == 9
+    pairs = torch.bincount(labels * 10 + wrong, minlength=100).view(10, 10).float()
+    off_diagonal = pairs[~torch.eye(10, dtype=torch.bool)]  # 2000 per label over 9 others: ≈ 222 each
+    assert off_diagonal.min() > 150 and off_diagonal.max() < 300
+    assert mismatch_loss(torch.zeros(4)).item() == 0 and mismatch_loss(torch.ones(4)).item() == 0.5
 
 
 def test_frame_pixels():

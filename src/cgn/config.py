@@ -102,6 +102,11 @@ class LossConfig:
     # composite into all three mechanisms; "mask": into the shape mechanism only (the critic
     # sees the same composite, built from a detached foreground and background).
     shape_view_gradient: str = "image"
+    # Our addition (0 = off): a matching-aware shape critic (Reed et al. 2016). Its update also
+    # scores each real shape view under a wrong label (drawn uniformly from the other classes)
+    # as fake, with this weight relative to the fake term, so that it must judge whether the
+    # digit is of the label's class rather than whether it looks like any digit.
+    shape_view_mismatch_weight: float = 0.0
     # Our addition (0 = off, the paper): the R1 penalty (Mescheder et al. 2018) on the main
     # discriminator, r1_weight / 2 · E‖∇ₓ D(x_real)‖², which damps the critic's oscillation
     # around the real data. Lazy (Karras et al. 2020): applied every r1_every-th step, scaled
@@ -131,6 +136,11 @@ class LossConfig:
         _check(
             self.shape_view_gradient in ("image", "mask"),
             f"loss.shape_view_gradient must be 'image' or 'mask', not {self.shape_view_gradient!r}",
+        )
+        _check(self.shape_view_mismatch_weight >= 0, "loss.shape_view_mismatch_weight must not be negative")
+        _check(
+            not self.shape_view_mismatch_weight or self.shape_view_weight,
+            "loss.shape_view_mismatch_weight needs the shape critic: set loss.shape_view_weight > 0",
         )
         _check(self.r1_weight >= 0, "loss.r1_weight must not be negative (0 = no R1 penalty)")
         _check(self.r1_every > 0, "loss.r1_every must be positive (1 = every step)")

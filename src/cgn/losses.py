@@ -37,6 +37,18 @@ def discriminator_adversarial_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -
     return (F.mse_loss(d_real, torch.ones_like(d_real)) + F.mse_loss(d_fake, torch.zeros_like(d_fake))) / 2
 
 
+def mismatch_loss(d_wrong: torch.Tensor) -> torch.Tensor:
+    """LSGAN on real images under wrong labels, scored as fake: ``MSE(D(x_real, y_wrong), 0) / 2``
+    (the fake half of ``discriminator_adversarial_loss``)."""
+    return F.mse_loss(d_wrong, torch.zeros_like(d_wrong)) / 2
+
+
+def wrong_labels(labels: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """For each label, another class drawn uniformly from the other ``num_classes - 1``."""
+    offset = torch.randint(1, num_classes, labels.shape, generator=generator).to(labels.device)
+    return (labels + offset) % num_classes
+
+
 def r1_penalty(real_scores: torch.Tensor, real_images: torch.Tensor) -> torch.Tensor:
     """``E‖∇ₓ D(x)‖²`` over the real batch (Mescheder et al. 2018), differentiable in D's
     weights; ``real_images`` must have required gradients when ``real_scores`` were computed."""

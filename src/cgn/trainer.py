@@ -47,9 +47,11 @@ from cgn.losses import (
     discriminator_adversarial_loss,
     frame_pixels,
     generator_adversarial_loss,
+    mismatch_loss,
     mode_seeking_loss,
     r1_penalty,
     shape_view,
+    wrong_labels,
 )
 from cgn.model import CGNOutput, build_generator
 from cgn.precision import resolve_precision
@@ -317,6 +319,7 @@ class Trainer:
             # A critic with BatchNorm reuses its scores of the fakes from above (critic_pair).
             reuse = self.reuse_fake_scores
             r1_on = self.r1_on
+            c_loss = self.config.loss
             x_critic = x_real.detach().requires_grad_(True) if r1_on else x_real
             d_real, d_fake = critic_pair(
                 self.discriminator, (x_critic, y_real), (out.image.detach(), y_gen), d_fake if reuse else None
@@ -325,16 +328,23 @@ class Trainer:
             if r1_on:
                 with self.autocast(enabled=False):
                     parts["r1"] = r1_penalty(d_real, x_critic)
-                c = self.config.loss
-                loss_d = loss_d + c.r1_weight * c.r1_every / 2 * parts["r1"]
+                loss_d = loss_d + c_loss.r1_weight * c_loss.r1_every / 2 * parts["r1"]
             if self.shape_discriminator is not None:
+                real_view = self.shape_view(x_real)
                 s_real, s_fake = critic_pair(
                     self.shape_discriminator,
-                    (self.shape_view(x_real), y_real),
+                    (real_view, y_real),
                     (fake_view.detach(), y_gen),
                     s_fake if reuse else None,
                 )
                 parts["d_shape_view"] = discriminator_adversarial_loss(s_real.float(), s_fake.float())
+                if c_loss.shape_view_mismatch_weight:  # drawn only when on: runs without keep their streams
+                    y_wrong = wrong_labels(y_real, self.config.model.num_classes, self.rng)
+                    s_wrong = self.shape_discriminator(real_view, y_wrong)
+                    parts["d_shape_mismatch"] = mismatch_loss(s_wrong.float())
+                    parts["d_shape_view"] = (
+                        parts["d_shape_view"] + c_loss.shape_view_mismatch_weight * parts["d_shape_mismatch"]
+                    )
             with self.autocast(enabled=False):
                 # The reused scores' graph reaches back into the generator: the critics' loss
                 # must stop at the critics' parameters.
