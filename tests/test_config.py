@@ -53,6 +53,7 @@ def test_overrides_are_typed():
         ),
         ("loss.shape_view_variance_floor=0", "loss.shape_view_variance_floor must be positive"),
         ("loss.shape_view_gradient=texture", "loss.shape_view_gradient must be 'image' or 'mask'"),
+        ("loss.mismatch_weight=-1", "loss.mismatch_weight must not be negative"),
         ("loss.shape_view_mismatch_weight=-1", "loss.shape_view_mismatch_weight must not be negative"),
         ("loss.shape_view_mismatch_weight=1", "loss.shape_view_mismatch_weight needs the shape critic"),
         ("loss.r1_weight=-0.5", "loss.r1_weight must not be negative"),

@@ -60,7 +60,7 @@ def test_a_run_writes_its_artefacts(tmp_path, data_root, debug_config):
         # The schedules change at the resume point (step 4 of 8).
         ["train.lr_decay_start=0.25", "loss.mode_seeking_weight=0.1", "loss.mode_seeking_until=0.5"],
         ["loss.shape_view_weight=0.5", "loss.shape_view_distance=mahalanobis", "train.d_grad_clip=1.0"],
-        ["loss.shape_view_weight=0.5", "loss.shape_view_mismatch_weight=1.0"],
+        ["loss.shape_view_weight=0.5", "loss.shape_view_mismatch_weight=1.0", "loss.mismatch_weight=0.5"],
         ["train.mechanism_lr_scale=[1.0, 0.5, 2.0]", "train.lr_decay_start=0.25"],
         # The lazy R1 penalty falls on steps 0, 3 and 6: the resume at step 4 is off its beat.
         ["loss.r1_weight=1.0", "loss.r1_every=3"],
@@ -86,6 +86,7 @@ def test_resume_is_exact(tmp_path, data_root, debug_config, overrides):
     assert ("mode_seeking" in records[0]) == bool(config.loss.mode_seeking_weight)
     assert ("d_shape_view" in records[0]) == bool(config.loss.shape_view_weight)
     assert ("d_shape_mismatch" in records[0]) == bool(config.loss.shape_view_mismatch_weight)
+    assert ("d_mismatch" in records[0]) == bool(config.loss.mismatch_weight)
 
 
 def test_the_weight_average_follows_the_live_weights_and_is_what_the_run_returns(tmp_path, data_root, debug_config):

@@ -107,6 +107,9 @@ class LossConfig:
     # as fake, with this weight relative to the fake term, so that it must judge whether the
     # digit is of the label's class rather than whether it looks like any digit.
     shape_view_mismatch_weight: float = 0.0
+    # Our addition (0 = off): the same for the main discriminator, whose class evidence is the
+    # digit's texture and the background as much as the shape.
+    mismatch_weight: float = 0.0
     # Our addition (0 = off, the paper): the R1 penalty (Mescheder et al. 2018) on the main
     # discriminator, r1_weight / 2 · E‖∇ₓ D(x_real)‖², which damps the critic's oscillation
     # around the real data. Lazy (Karras et al. 2020): applied every r1_every-th step, scaled
@@ -137,6 +140,7 @@ class LossConfig:
             self.shape_view_gradient in ("image", "mask"),
             f"loss.shape_view_gradient must be 'image' or 'mask', not {self.shape_view_gradient!r}",
         )
+        _check(self.mismatch_weight >= 0, "loss.mismatch_weight must not be negative")
         _check(self.shape_view_mismatch_weight >= 0, "loss.shape_view_mismatch_weight must not be negative")
         _check(
             not self.shape_view_mismatch_weight or self.shape_view_weight,

@@ -325,6 +325,10 @@ class Trainer:
                 self.discriminator, (x_critic, y_real), (out.image.detach(), y_gen), d_fake if reuse else None
             )
             loss_d = discriminator_adversarial_loss(d_real.float(), d_fake.float())
+            if c_loss.mismatch_weight:  # drawn only when on: runs without keep their streams
+                y_wrong = wrong_labels(y_real, self.config.model.num_classes, self.rng)
+                parts["d_mismatch"] = mismatch_loss(self.discriminator(x_real, y_wrong).float())
+                loss_d = loss_d + c_loss.mismatch_weight * parts["d_mismatch"]
             if r1_on:
                 with self.autocast(enabled=False):
                     parts["r1"] = r1_penalty(d_real, x_critic)
