@@ -56,6 +56,7 @@ def test_overrides_are_typed():
         ("loss.mismatch_weight=-1", "loss.mismatch_weight must not be negative"),
         ("loss.shape_view_mismatch_weight=-1", "loss.shape_view_mismatch_weight must not be negative"),
         ("loss.shape_view_mismatch_weight=1", "loss.shape_view_mismatch_weight needs the shape critic"),
+        ("loss.mismatch_start=1", "loss.mismatch_start must lie in"),
         ("loss.r1_weight=-0.5", "loss.r1_weight must not be negative"),
         ("loss.r1_every=0", "loss.r1_every must be positive"),
         ("model.upsample_conv=transposed", "model.upsample_conv must be 'interpolate' or 'phase'"),

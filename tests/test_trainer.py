@@ -61,6 +61,8 @@ def test_a_run_writes_its_artefacts(tmp_path, data_root, debug_config):
         ["train.lr_decay_start=0.25", "loss.mode_seeking_weight=0.1", "loss.mode_seeking_until=0.5"],
         ["loss.shape_view_weight=0.5", "loss.shape_view_distance=mahalanobis", "train.d_grad_clip=1.0"],
         ["loss.shape_view_weight=0.5", "loss.shape_view_mismatch_weight=1.0", "loss.mismatch_weight=0.5"],
+        # The matching-aware terms switch on at step 3, before the resume point.
+        ["loss.shape_view_weight=0.5", "loss.shape_view_mismatch_weight=1.0", "loss.mismatch_start=0.375"],
         ["train.mechanism_lr_scale=[1.0, 0.5, 2.0]", "train.lr_decay_start=0.25"],
         # The lazy R1 penalty falls on steps 0, 3 and 6: the resume at step 4 is off its beat.
         ["loss.r1_weight=1.0", "loss.r1_every=3"],
@@ -85,7 +87,7 @@ def test_resume_is_exact(tmp_path, data_root, debug_config, overrides):
     assert [r["step"] for r in records] == [2, 4, 6, 8]
     assert ("mode_seeking" in records[0]) == bool(config.loss.mode_seeking_weight)
     assert ("d_shape_view" in records[0]) == bool(config.loss.shape_view_weight)
-    assert ("d_shape_mismatch" in records[0]) == bool(config.loss.shape_view_mismatch_weight)
+    assert ("d_shape_mismatch" in records[-1]) == bool(config.loss.shape_view_mismatch_weight)
     assert ("d_mismatch" in records[0]) == bool(config.loss.mismatch_weight)
 
 
@@ -291,6 +293,18 @@ def test_the_learning_rate_decays_to_zero_and_the_mode_seeking_term_stops_on_sch
     ]:
         with pytest.raises(ConfigError, match=message):
             debug_config.override(bad)
+
+
+def test_the_matching_aware_terms_switch_on_at_mismatch_start(tmp_path, data_root, debug_config):
+    config = debug_config.override(
+        "loss.shape_view_weight=0.5",
+        "loss.shape_view_mismatch_weight=1.0",
+        "loss.mismatch_weight=0.5",
+        "loss.mismatch_start=0.5",
+    )
+    trainer = Trainer(config, tmp_path / "run", data_root=data_root)
+    seen = [sorted(k for k in trainer.train_step() if "mismatch" in k) for _ in range(8)]
+    assert seen == [[]] * 4 + [["d_mismatch", "d_shape_mismatch"]] * 4
 
 
 def test_the_lazy_r1_penalty_falls_on_its_beat_and_moves_only_the_critic(tmp_path, data_root, debug_config):

@@ -110,6 +110,10 @@ class LossConfig:
     # Our addition (0 = off): the same for the main discriminator, whose class evidence is the
     # digit's texture and the background as much as the shape.
     mismatch_weight: float = 0.0
+    # Ours (0 = from the first step): the share of the schedule after which the two
+    # matching-aware terms above switch on, so that the masks first settle under the plain
+    # critics.
+    mismatch_start: float = 0.0
     # Our addition (0 = off, the paper): the R1 penalty (Mescheder et al. 2018) on the main
     # discriminator, r1_weight / 2 · E‖∇ₓ D(x_real)‖², which damps the critic's oscillation
     # around the real data. Lazy (Karras et al. 2020): applied every r1_every-th step, scaled
@@ -146,6 +150,7 @@ class LossConfig:
             not self.shape_view_mismatch_weight or self.shape_view_weight,
             "loss.shape_view_mismatch_weight needs the shape critic: set loss.shape_view_weight > 0",
         )
+        _check(0 <= self.mismatch_start < 1, "loss.mismatch_start must lie in [0, 1) (0 = from the first step)")
         _check(self.r1_weight >= 0, "loss.r1_weight must not be negative (0 = no R1 penalty)")
         _check(self.r1_every > 0, "loss.r1_every must be positive (1 = every step)")
         _check(0 < self.mode_seeking_until <= 1, "loss.mode_seeking_until must lie in (0, 1] (1 = the whole schedule)")

@@ -325,7 +325,8 @@ class Trainer:
                 self.discriminator, (x_critic, y_real), (out.image.detach(), y_gen), d_fake if reuse else None
             )
             loss_d = discriminator_adversarial_loss(d_real.float(), d_fake.float())
-            if c_loss.mismatch_weight:  # drawn only when on: runs without keep their streams
+            mismatch_on = self.mismatch_on
+            if mismatch_on and c_loss.mismatch_weight:  # drawn only when on: runs without keep their streams
                 y_wrong = wrong_labels(y_real, self.config.model.num_classes, self.rng)
                 parts["d_mismatch"] = mismatch_loss(self.discriminator(x_real, y_wrong).float())
                 loss_d = loss_d + c_loss.mismatch_weight * parts["d_mismatch"]
@@ -342,7 +343,7 @@ class Trainer:
                     s_fake if reuse else None,
                 )
                 parts["d_shape_view"] = discriminator_adversarial_loss(s_real.float(), s_fake.float())
-                if c_loss.shape_view_mismatch_weight:  # drawn only when on: runs without keep their streams
+                if mismatch_on and c_loss.shape_view_mismatch_weight:  # drawn only when on
                     y_wrong = wrong_labels(y_real, self.config.model.num_classes, self.rng)
                     s_wrong = self.shape_discriminator(real_view, y_wrong)
                     parts["d_shape_mismatch"] = mismatch_loss(s_wrong.float())
@@ -425,6 +426,14 @@ class Trainer:
         """Whether this step adds the R1 penalty (``loss.r1_weight``, every ``loss.r1_every``-th step)."""
         c = self.config.loss
         return c.r1_weight > 0 and self.step % c.r1_every == 0
+
+    @property
+    def mismatch_on(self) -> bool:
+        """Whether this step's critics score real images under wrong labels (``loss.mismatch_start``)."""
+        c = self.config.loss
+        return (
+            bool(c.mismatch_weight or c.shape_view_mismatch_weight) and self.step >= c.mismatch_start * self.total_steps
+        )
 
     @property
     def mode_seeking_on(self) -> bool:
