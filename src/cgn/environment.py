@@ -105,4 +105,4 @@ def matmul_gflops(dtype_name: str = "fp32", size: int = 2048, repeats: int = 5) 
     dtype = dtypes[dtype_name]
     a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
     seconds = median_seconds({"mm": lambda: a @ b}, repeats)["mm"]
-    return round(2 * size**3 / seconds / 1e9, 1)
+    return float(f"{2 * size**3 / seconds / 1e9:.4g}")  # 4 significant digits: never 0 on a loaded machine
