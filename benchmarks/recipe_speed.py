@@ -4,11 +4,13 @@
 KEY=VALUE ...`` (config overrides) train real trainer steps at the recipe's batch size and
 precision in alternating blocks (:func:`cgn.trainer.training_speed`), so that every variant
 sees the same machine; the median block gives images/s, and the recipe's step count at that
-speed gives its minutes.
+speed gives its minutes. ``--base KEY=VALUE ...`` applies to the recipe and every variant: a term
+that switches on part-way (``loss.mismatch_start``) must be switched on from step 0 there to be
+timed at all, as the timed steps are the schedule's first ones.
 
 Writes results/recipe_speed_<dataset>.json (--out). Needs prepared data (`cgn data prepare`).
 Usage: python benchmarks/recipe_speed.py --dataset wildlife_mnist --variant ndf16 model.ndf=16
-       [--steps 100] [--blocks 3]
+       [--base KEY=VALUE ...] [--steps 100] [--blocks 3]
 """
 
 from __future__ import annotations
@@ -35,13 +37,14 @@ def main() -> None:
         metavar=("NAME", "OVERRIDE"),
         help="a name and the config overrides that make the variant (repeatable)",
     )
+    parser.add_argument("--base", nargs="+", default=[], metavar="OVERRIDE", help="overrides for every variant")
     parser.add_argument("--steps", type=int, default=100, help="training steps per timed block")
     parser.add_argument("--blocks", type=int, default=3, help="timed blocks per variant (median)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
     path = Path("configs/fast") / f"{args.dataset}.toml"
-    overrides = {"recipe": [], **{name: list(rest) for name, *rest in args.variant}}
+    overrides = {"recipe": list(args.base), **{name: [*args.base, *rest] for name, *rest in args.variant}}
     configs = {name: load_config(path, o) for name, o in overrides.items()}
     with tempfile.TemporaryDirectory() as tmp:
         speed = training_speed(configs, tmp, args.steps, args.blocks)
