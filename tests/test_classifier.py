@@ -103,7 +103,15 @@ def test_irm_training_runs_and_needs_environments(colored):
 
 
 def test_bad_classifier_configs():
-    for bad in ({"objective": "dro"}, {"epochs": 0}, {"precision": "fp8"}):
+    bad_values = (
+        {"objective": "dro"},
+        {"epochs": 0},
+        {"precision": "fp8"},
+        {"lr": 0.0},
+        {"lr_gamma": 1.5},
+        {"irm_penalty_weight": -1.0},
+    )
+    for bad in bad_values:
         with pytest.raises(ConfigError):
             ClassifierConfig(**bad).validate()
 

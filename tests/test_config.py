@@ -41,6 +41,12 @@ def test_overrides_are_typed():
         ("train.batch_size=abc", "train.batch_size must be int, not str"),
         ("loss.style_weights=[1, 2]", "loss.style_weights needs 4 values"),
         ("train.betas=[0.5]", "train.betas must have 2 values, not 1"),
+        ("train.betas=[0.5, 1.0]", "train.betas must lie in [0, 1)"),
+        ("train.steps=-3", "train.steps must not be negative"),
+        ("train.epochs=-1", "train.epochs must not be negative"),
+        ("loss.mask_weight=-0.1", "loss.mask_weight must not be negative"),
+        ("loss.adversarial_weight=-1", "loss.adversarial_weight must not be negative"),
+        ("loss.style_weights=[0.1, -0.1, 0, 0]", "loss.style_weights must not be negative"),
         (
             "model.discriminator=mlp",
             "unknown discriminator 'mlp'; choose one of: conv, conv_projection, linear, linear_projection",

@@ -102,6 +102,10 @@ class ClassifierConfig:
     def validate(self) -> ClassifierConfig:
         if self.epochs <= 0 or self.batch_size <= 0:
             raise ConfigError("classifier epochs and batch size must be positive")
+        if not (self.lr > 0 and 0 < self.lr_gamma <= 1 and self.eval_batch_size > 0):
+            raise ConfigError("classifier lr and eval batch size must be positive, and lr_gamma must lie in (0, 1]")
+        if self.irm_penalty_weight < 0 or self.irm_anneal_epochs < 0:
+            raise ConfigError("classifier irm_penalty_weight and irm_anneal_epochs must not be negative")
         if self.objective not in ("erm", "irm"):
             raise ConfigError(f"classifier objective must be 'erm' or 'irm', not {self.objective!r}")
         check_precision(self.precision, "classifier precision")

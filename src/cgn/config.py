@@ -132,6 +132,9 @@ class LossConfig:
             "loss.mask_size_min < loss.mask_size_max must lie in [0, 1]",
         )
         _check(self.mask_border_width > 0, "loss.mask_border_width must be positive")
+        for name in ("adversarial_weight", "mask_weight", "mask_size_weight", "mask_border_weight"):
+            _check(getattr(self, name) >= 0, f"loss.{name} must not be negative")
+        _check(all(w >= 0 for w in self.style_weights), "loss.style_weights must not be negative")
         _check(self.mode_seeking_weight >= 0, "loss.mode_seeking_weight must not be negative")
         _check(self.shape_view_weight >= 0, "loss.shape_view_weight must not be negative")
         _check(
@@ -201,7 +204,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         _check(self.batch_size > 0, "train.batch_size must be positive")
+        _check(self.steps >= 0, "train.steps must not be negative (0 = train for train.epochs)")
+        _check(self.epochs >= 0, "train.epochs must not be negative")
         _check(self.steps > 0 or self.epochs > 0, "train.steps or train.epochs must be positive")
+        _check(all(0 <= b < 1 for b in self.betas), "train.betas must lie in [0, 1) (Adam's decay rates)")
         _check(
             self.precision in PRECISIONS, f"train.precision must be 'fp32', 'bf16' or 'auto', not {self.precision!r}"
         )
