@@ -14,13 +14,12 @@ from cgn.data.double_colored import DoubleColoredMNIST
 from cgn.discriminator import build_discriminator
 from cgn.errors import CheckpointError, ConfigError
 from cgn.losses import discriminator_adversarial_loss, generator_adversarial_loss
-from cgn.model import CGN
+from cgn.model import CGN, recalibrate_batchnorm
 from cgn.trainer import (
     Trainer,
     WeightAverage,
     batch_independent,
     critic_pair,
-    recalibrate_batchnorm,
     train_cgn,
     training_speed,
 )
@@ -112,6 +111,10 @@ def test_the_weight_average_follows_the_live_weights_and_is_what_the_run_returns
     assert statistics and all(torch.equal(final[k], averaged[k]) for k in final.keys() - statistics - counters)
     assert not any(torch.equal(final[k], averaged[k]) for k in statistics)
     assert not torch.equal(final["shape.fc.weight"], raw["shape.fc.weight"])
+    # Loaded on its own, a checkpoint's average gets the statistics the run's output got.
+    loaded = load_cgn(last / "average.safetensors")[0].state_dict()
+    assert loaded.keys() == final.keys()
+    assert all(torch.allclose(loaded[k].float(), final[k].float(), rtol=1e-4, atol=1e-6) for k in final)
 
 
 def test_with_warm_up_2_the_average_starts_as_the_running_mean(debug_config):

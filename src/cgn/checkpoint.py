@@ -22,6 +22,10 @@ from cgn.errors import CheckpointError, ConfigError
 from cgn.files import atomic_path
 
 FORMAT = "cgn/1"
+# A training checkpoint's moving average of the generator (``train.ema_decay``). Its BatchNorm
+# statistics are the live model's, not its own: ``load_cgn`` recalibrates them as the trainer
+# does for ``cgn.safetensors`` (trainer.WeightAverage).
+AVERAGE_KIND = "cgn_average"
 
 
 def _version() -> str:
@@ -81,17 +85,32 @@ def config_of(metadata: dict[str, str]) -> CGNConfig:
         raise CheckpointError(f"the checkpoint's embedded config is unusable: {e}") from None
 
 
+def calibration_generator(config: CGNConfig, step: int) -> torch.Generator:
+    """The random stream that recalibrates the weight average's BatchNorm statistics at ``step``."""
+    from cgn.seeding import make_generator
+
+    return make_generator(config.train.seed, "calibrate", step)
+
+
 def load_cgn(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """Rebuild a generator (a CGN, or the cGAN baseline when its config says so) from a
-    checkpoint: returns (model in eval mode, config, metadata)."""
-    from cgn.model import build_generator
+    checkpoint: returns (model in eval mode, config, metadata).
+
+    A training checkpoint's weight average (``checkpoints/step_*/average.safetensors``) comes
+    back with its BatchNorm statistics recalibrated, the generator the run would have written
+    as ``cgn.safetensors`` had it ended at that step (equal up to float rounding).
+    """
+    from cgn.model import build_generator, recalibrate_batchnorm
 
     state, metadata = read_weights(path)
-    if metadata.get("kind") != "cgn":
-        raise CheckpointError(f"{path} holds a {metadata.get('kind')!r}, not a CGN generator")
+    kind = metadata.get("kind")
+    if kind not in ("cgn", AVERAGE_KIND):
+        raise CheckpointError(f"{path} holds a {kind!r}, not a CGN generator")
     config = config_of(metadata)
     model = build_generator(config.model)
     load_state(model, state, str(path))
+    if kind == AVERAGE_KIND:
+        model = recalibrate_batchnorm(model, calibration_generator(config, int(metadata["step"])))
     return model.to(device).eval(), config, metadata
 
 

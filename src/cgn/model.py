@@ -8,6 +8,7 @@ passed in; training passes one shared noise tensor, as the paper does.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -186,3 +187,24 @@ GENERATORS = {"cgn": CGN, "cgan": ConditionalGAN}
 def build_generator(config: ModelConfig) -> nn.Module:
     """The generator named by ``config.generator``: the CGN, or the conditional-GAN baseline."""
     return GENERATORS[config.generator](config)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: torch.nn.Module, generator: torch.Generator, batches: int = 40, batch_size: int = 64
+) -> torch.nn.Module:
+    """A copy of generator ``model`` whose BatchNorm running statistics are the exact mean of
+    ``batches`` training-like batches (uniform labels, one noise shared by the mechanisms)."""
+    model = copy.deepcopy(model)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches below
+    model.train()
+    for _ in range(batches if norms else 0):
+        labels = torch.randint(0, model.config.num_classes, (batch_size,), generator=generator)
+        model(labels, noise=model.sample_noise(batch_size, generator), generator=generator)
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    return model.eval()

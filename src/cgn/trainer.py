@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from cgn.checkpoint import load_state, read_weights, save_weights
+from cgn.checkpoint import AVERAGE_KIND, calibration_generator, load_state, read_weights, save_weights
 from cgn.composer import compose
 from cgn.config import CGNConfig
 from cgn.data import build_dataset
@@ -53,7 +53,7 @@ from cgn.losses import (
     shape_view,
     wrong_labels,
 )
-from cgn.model import CGNOutput, build_generator
+from cgn.model import CGNOutput, build_generator, recalibrate_batchnorm
 from cgn.precision import resolve_precision
 from cgn.seeding import derive_seed, make_generator
 from cgn.viz import counterfactual_sheet, image_sheet, mechanism_sheet, save_image
@@ -124,27 +124,6 @@ class WeightAverage:
         if self._calibrated is None or self._calibrated[0] != key:
             self._calibrated = (key, recalibrate_batchnorm(self.model, generator))
         return self._calibrated[1]
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(
-    model: torch.nn.Module, generator: torch.Generator, batches: int = 40, batch_size: int = 64
-) -> torch.nn.Module:
-    """A copy of generator ``model`` whose BatchNorm running statistics are the exact mean of
-    ``batches`` training-like batches (uniform labels, one noise shared by the mechanisms)."""
-    model = copy.deepcopy(model)
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average over the batches below
-    model.train()
-    for _ in range(batches if norms else 0):
-        labels = torch.randint(0, model.config.num_classes, (batch_size,), generator=generator)
-        model(labels, noise=model.sample_noise(batch_size, generator), generator=generator)
-    for norm, momentum in zip(norms, momenta, strict=True):
-        norm.momentum = momentum
-    return model.eval()
 
 
 @dataclass
@@ -499,7 +478,7 @@ class Trainer:
         """What samples and the final weights come from: the weight average if kept, else the live generator."""
         if self.average is None:
             return self.generator
-        return self.average.calibrated(make_generator(self.config.train.seed, "calibrate", self.step), self.step)
+        return self.average.calibrated(calibration_generator(self.config, self.step), self.step)
 
     def finish(self) -> None:
         """Final weights for users, the sheets, and the ``done`` marker."""
@@ -585,7 +564,7 @@ class Trainer:
         if self.shape_discriminator is not None:
             modules.append(("shape_discriminator", "discriminator", self.shape_discriminator))
         if self.average is not None:
-            modules.append(("average", "cgn", self.average.model))
+            modules.append(("average", AVERAGE_KIND, self.average.model))
         return modules
 
     def save_checkpoint(self) -> Path:
