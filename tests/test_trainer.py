@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from cgn.checkpoint import load_cgn, read_weights, save_weights
 from cgn.config import load_config
@@ -112,9 +113,14 @@ def test_the_weight_average_follows_the_live_weights_and_is_what_the_run_returns
     assert not any(torch.equal(final[k], averaged[k]) for k in statistics)
     assert not torch.equal(final["shape.fc.weight"], raw["shape.fc.weight"])
     # Loaded on its own, a checkpoint's average gets the statistics the run's output got.
-    loaded = load_cgn(last / "average.safetensors")[0].state_dict()
-    assert loaded.keys() == final.keys()
-    assert all(torch.allclose(loaded[k].float(), final[k].float(), rtol=1e-4, atol=1e-6) for k in final)
+    state, metadata = read_weights(last / "average.safetensors")
+    legacy = tmp_path / "old_run" / "step_0000008" / "average.safetensors"  # before the average's own kind
+    legacy.parent.mkdir(parents=True)
+    save_file(state, str(legacy), metadata={**metadata, "kind": "cgn"})
+    for path in (last / "average.safetensors", legacy):
+        loaded = load_cgn(path)[0].state_dict()
+        assert loaded.keys() == final.keys()
+        assert all(torch.allclose(loaded[k].float(), final[k].float(), rtol=1e-4, atol=1e-6) for k in final), path
 
 
 def test_with_warm_up_2_the_average_starts_as_the_running_mean(debug_config):

@@ -104,6 +104,8 @@ def load_cgn(path: str | os.PathLike, device: str | torch.device = "cpu"):
 
     state, metadata = read_weights(path)
     kind = metadata.get("kind")
+    if kind == "cgn" and Path(path).name == "average.safetensors" and Path(path).parent.name.startswith("step_"):
+        kind = AVERAGE_KIND  # a checkpoint written before the average had its own kind (2026-12-06)
     if kind not in ("cgn", AVERAGE_KIND):
         raise CheckpointError(f"{path} holds a {kind!r}, not a CGN generator")
     config = config_of(metadata)
