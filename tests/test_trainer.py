@@ -21,6 +21,7 @@ from cgn.trainer import (
     WeightAverage,
     batch_independent,
     critic_pair,
+    critic_scores,
     train_cgn,
     training_speed,
 )
@@ -257,6 +258,34 @@ def test_a_critic_scores_real_and_fake_as_two_separate_calls_would(debug_config,
     earlier = torch.full((4,), 7.0)
     reused = torch.equal(critic_pair(critic, real, fake, earlier)[1], earlier)
     assert reused != batch_independent(critic)
+
+
+@pytest.mark.parametrize("name", ["linear", "linear_projection", "conv", "conv_projection"])
+def test_wrong_label_scores_and_their_gradients_are_those_of_a_separate_call(debug_config, name):
+    """A projection critic takes the matching-aware scores from the real batch's features
+    (critic_scores); the real and fake scores do not change, and the critic's gradient is the
+    same as with a separate call on the real batch (eval mode: no dropout; a BatchNorm critic
+    in train mode sees the same batch either way)."""
+    torch.manual_seed(0)
+    critic = build_discriminator(debug_config.model.__class__(discriminator=name, ndf=16))
+    critic.train(not batch_independent(critic))
+    real = (torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))
+    fake = (torch.randn(4, 3, 32, 32), torch.tensor([4, 5, 6, 7]))
+    wrong = torch.tensor([5, 9, 0, 1])
+    assert hasattr(critic, "features") == name.endswith("projection")
+    scores, grads = [], []
+    for reuse in (True, False):
+        critic.zero_grad()
+        d_real, d_fake, d_wrong = critic_scores(critic, real, fake, wrong_labels=wrong, reuse_features=reuse)
+        (d_real.sum() - d_fake.sum() + 2 * d_wrong.sum()).backward()
+        scores.append((d_real, d_fake, d_wrong))
+        grads.append([p.grad.clone() for p in critic.parameters()])
+    (reused_real, reused_fake, reused_wrong), (real_scores, fake_scores, wrong_scores) = scores
+    assert torch.equal(reused_real, real_scores) and torch.equal(reused_fake, fake_scores)
+    assert torch.equal(critic_pair(critic, real, fake)[0], real_scores)
+    assert torch.allclose(reused_wrong, wrong_scores, atol=1e-6)
+    assert all((a - b).abs().max() <= 1e-5 * b.abs().max() + 1e-7 for a, b in zip(*grads, strict=True))  # rounding
+    assert critic_scores(critic, real, fake).wrong is None
 
 
 def test_a_bf16_run_keeps_the_frozen_style_network_in_bf16_with_the_same_loss(tmp_path, data_root, debug_config):

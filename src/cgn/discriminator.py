@@ -100,8 +100,12 @@ class LinearProjectionDiscriminator(nn.Module):
         self.trunk = nn.Sequential(*mlp_trunk(in_channels * config.image_size**2, ndf))
         self.head = ProjectionHead(ndf, config.num_classes)
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """φ(x), which the label meets only in the head."""
+        return self.trunk(images.flatten(1))
+
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.head(self.trunk(images.flatten(1)), labels)
+        return self.head(self.features(images), labels)
 
 
 @DISCRIMINATORS.register("conv_projection")
@@ -117,8 +121,12 @@ class ConvProjectionDiscriminator(nn.Module):
         self.head = ProjectionHead(4 * ndf, config.num_classes)
         init_weights(self.trunk, "normal", 0.02)
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """φ(x), which the label meets only in the head."""
+        return self.trunk(images)
+
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.head(self.trunk(images), labels)
+        return self.head(self.features(images), labels)
 
 
 def build_discriminator(config: ModelConfig) -> nn.Module:

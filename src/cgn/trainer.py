@@ -28,7 +28,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -155,28 +155,69 @@ def batch_independent(module: torch.nn.Module) -> bool:
     return not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
-def critic_pair(
+class CriticScores(NamedTuple):
+    real: torch.Tensor
+    fake: torch.Tensor
+    wrong: torch.Tensor | None  # the real batch under wrong labels, when asked for
+
+
+def critic_scores(
     critic: torch.nn.Module,
     real: tuple[torch.Tensor, torch.Tensor],
     fake: tuple[torch.Tensor, torch.Tensor],
     fake_scores: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The critic's scores of a real and a fake batch (images, labels). A batch-independent
-    critic scores both in one call (one weight cast, one weight-gradient product: about 3 ms
-    of a 35 ms double-colored bf16 step); one with BatchNorm gets two calls, as its batch
-    statistics are per batch.
+    wrong_labels: torch.Tensor | None = None,
+    reuse_features: bool = True,
+) -> CriticScores:
+    """The critic's scores of a real and a fake batch (images, labels), and with
+    ``wrong_labels`` of the real images under those labels (the matching-aware terms).
+
+    A batch-independent critic scores real and fake in one call (one weight cast, one
+    weight-gradient product: about 3 ms of a 35 ms double-colored bf16 step); one with
+    BatchNorm gets two calls, as its batch statistics are per batch.
 
     ``fake_scores``: the same critic's scores of the same fakes, already computed with its
     graph (the generator step's). A critic with BatchNorm reuses them instead of its second
     call, which would repeat them bit for bit (same weights, same batch, train mode): one
     forward pass fewer, 1.10× (fp32, AVX2) to 1.33× (bf16, AVX-512) the speed of Wildlife's fast
     recipe step (``benchmarks/critic_reuse_speed.py``).
+
+    A projection critic (``features`` then a head that alone sees the label) scores the wrong
+    labels from the real batch's features (``reuse_features``) instead of running its trunk on
+    that batch again. The real and fake scores are the same as without wrong labels, bit for
+    bit; the wrong-label scores equal a separate call's for a critic without dropout (a
+    BatchNorm critic sees the same batch, so the same statistics), while a critic with dropout
+    scores them under the real scores' dropout masks instead of fresh ones.
     """
+    features = getattr(critic, "features", None) if reuse_features and wrong_labels is not None else None
+    if features is None:
+        if not batch_independent(critic):
+            d_real, d_fake = critic(*real), critic(*fake) if fake_scores is None else fake_scores
+        else:
+            n = len(real[0])
+            scores = critic(torch.cat([real[0], fake[0]]), torch.cat([real[1], fake[1]]))
+            d_real, d_fake = scores[:n], scores[n:]
+        return CriticScores(d_real, d_fake, None if wrong_labels is None else critic(real[0], wrong_labels))
     if not batch_independent(critic):
-        return critic(*real), critic(*fake) if fake_scores is None else fake_scores
-    n = len(real[0])
-    scores = critic(torch.cat([real[0], fake[0]]), torch.cat([real[1], fake[1]]))
-    return scores[:n], scores[n:]
+        phi = features(real[0])
+        d_real = critic.head(phi, real[1])
+        d_fake = critic(*fake) if fake_scores is None else fake_scores
+    else:
+        n = len(real[0])
+        phi = features(torch.cat([real[0], fake[0]]))
+        scores = critic.head(phi, torch.cat([real[1], fake[1]]))
+        d_real, d_fake, phi = scores[:n], scores[n:], phi[:n]
+    return CriticScores(d_real, d_fake, critic.head(phi, wrong_labels))
+
+
+def critic_pair(
+    critic: torch.nn.Module,
+    real: tuple[torch.Tensor, torch.Tensor],
+    fake: tuple[torch.Tensor, torch.Tensor],
+    fake_scores: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The critic's scores of a real and a fake batch (:func:`critic_scores` without wrong labels)."""
+    return critic_scores(critic, real, fake, fake_scores)[:2]
 
 
 class Trainer:
@@ -185,6 +226,9 @@ class Trainer:
     # False scores the fakes a second time in the critics' update: the same numbers for one
     # more forward pass (critic_pair), kept for the side-by-side timing and its test.
     reuse_fake_scores: bool = True
+    # False runs a projection critic's trunk on the real batch again for the wrong-label scores
+    # of the matching-aware terms (critic_scores), as before 2026-12-06.
+    reuse_real_features: bool = True
 
     def __init__(self, config: CGNConfig, run_dir: str | Path, *, data_root: str | Path | None = None) -> None:
         self.config = config = resolve_run_config(config.validate())
@@ -295,19 +339,26 @@ class Trainer:
             self.opt_d.zero_grad(set_to_none=True)
             if self.opt_s is not None:
                 self.opt_s.zero_grad(set_to_none=True)
-            # A critic with BatchNorm reuses its scores of the fakes from above (critic_pair).
+            # A critic with BatchNorm reuses its scores of the fakes from above (critic_scores).
             reuse = self.reuse_fake_scores
             r1_on = self.r1_on
             c_loss = self.config.loss
             x_critic = x_real.detach().requires_grad_(True) if r1_on else x_real
-            d_real, d_fake = critic_pair(
-                self.discriminator, (x_critic, y_real), (out.image.detach(), y_gen), d_fake if reuse else None
+            mismatch_on = self.mismatch_on
+            k = self.config.model.num_classes
+            # Wrong labels are drawn only when a term is on: runs without keep their streams.
+            y_wrong = wrong_labels(y_real, k, self.rng) if mismatch_on and c_loss.mismatch_weight else None
+            d_real, d_fake, d_wrong = critic_scores(
+                self.discriminator,
+                (x_critic, y_real),
+                (out.image.detach(), y_gen),
+                d_fake if reuse else None,
+                y_wrong,
+                self.reuse_real_features,
             )
             loss_d = discriminator_adversarial_loss(d_real.float(), d_fake.float())
-            mismatch_on = self.mismatch_on
-            if mismatch_on and c_loss.mismatch_weight:  # drawn only when on: runs without keep their streams
-                y_wrong = wrong_labels(y_real, self.config.model.num_classes, self.rng)
-                parts["d_mismatch"] = mismatch_loss(self.discriminator(x_real, y_wrong).float())
+            if d_wrong is not None:
+                parts["d_mismatch"] = mismatch_loss(d_wrong.float())
                 loss_d = loss_d + c_loss.mismatch_weight * parts["d_mismatch"]
             if r1_on:
                 with self.autocast(enabled=False):
@@ -315,16 +366,19 @@ class Trainer:
                 loss_d = loss_d + c_loss.r1_weight * c_loss.r1_every / 2 * parts["r1"]
             if self.shape_discriminator is not None:
                 real_view = self.shape_view(x_real)
-                s_real, s_fake = critic_pair(
+                y_wrong = (
+                    wrong_labels(y_real, k, self.rng) if mismatch_on and c_loss.shape_view_mismatch_weight else None
+                )
+                s_real, s_fake, s_wrong = critic_scores(
                     self.shape_discriminator,
                     (real_view, y_real),
                     (fake_view.detach(), y_gen),
                     s_fake if reuse else None,
+                    y_wrong,
+                    self.reuse_real_features,
                 )
                 parts["d_shape_view"] = discriminator_adversarial_loss(s_real.float(), s_fake.float())
-                if mismatch_on and c_loss.shape_view_mismatch_weight:  # drawn only when on
-                    y_wrong = wrong_labels(y_real, self.config.model.num_classes, self.rng)
-                    s_wrong = self.shape_discriminator(real_view, y_wrong)
+                if s_wrong is not None:
                     parts["d_shape_mismatch"] = mismatch_loss(s_wrong.float())
                     parts["d_shape_view"] = (
                         parts["d_shape_view"] + c_loss.shape_view_mismatch_weight * parts["d_shape_mismatch"]
