@@ -3,7 +3,7 @@
 One step: sample labels y ~ U{0..9} and one noise vector shared by the three mechanisms,
 generate and compose; a generator step (LSGAN + mask entropy + style against an unpaired real
 batch, + optional extras), then a discriminator step on the real batch and the same fakes (a
-critic with BatchNorm reuses the generator step's scores of them: ``critic_pair``).
+critic with BatchNorm reuses the generator step's scores of them: ``critic_scores``).
 
 Everything random comes from seeded sources whose state is checkpointed: the trainer's
 generator (labels, noise, shuffler), per-epoch data permutations derived from the seed, and
