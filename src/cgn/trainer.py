@@ -189,25 +189,25 @@ def critic_scores(
     BatchNorm critic sees the same batch, so the same statistics), while a critic with dropout
     scores them under the real scores' dropout masks instead of fresh ones.
     """
-    features = getattr(critic, "features", None) if reuse_features and wrong_labels is not None else None
-    if features is None:
-        if not batch_independent(critic):
-            d_real, d_fake = critic(*real), critic(*fake) if fake_scores is None else fake_scores
-        else:
-            n = len(real[0])
-            scores = critic(torch.cat([real[0], fake[0]]), torch.cat([real[1], fake[1]]))
-            d_real, d_fake = scores[:n], scores[n:]
-        return CriticScores(d_real, d_fake, None if wrong_labels is None else critic(real[0], wrong_labels))
-    if not batch_independent(critic):
-        phi = features(real[0])
-        d_real = critic.head(phi, real[1])
-        d_fake = critic(*fake) if fake_scores is None else fake_scores
-    else:
+    keep_features = reuse_features and wrong_labels is not None and hasattr(critic, "features")
+
+    def score(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Scores, and the features φ behind them when they are kept (``critic`` is head ∘ φ)."""
+        if not keep_features:
+            return critic(images, labels), None
+        phi = critic.features(images)
+        return critic.head(phi, labels), phi
+
+    if batch_independent(critic):
         n = len(real[0])
-        phi = features(torch.cat([real[0], fake[0]]))
-        scores = critic.head(phi, torch.cat([real[1], fake[1]]))
-        d_real, d_fake, phi = scores[:n], scores[n:], phi[:n]
-    return CriticScores(d_real, d_fake, critic.head(phi, wrong_labels))
+        scores, phi = score(torch.cat([real[0], fake[0]]), torch.cat([real[1], fake[1]]))
+        d_real, d_fake, phi = scores[:n], scores[n:], None if phi is None else phi[:n]
+    else:
+        (d_real, phi), d_fake = score(*real), critic(*fake) if fake_scores is None else fake_scores
+    if wrong_labels is None:
+        return CriticScores(d_real, d_fake, None)
+    d_wrong = critic(real[0], wrong_labels) if phi is None else critic.head(phi, wrong_labels)
+    return CriticScores(d_real, d_fake, d_wrong)
 
 
 def critic_pair(
