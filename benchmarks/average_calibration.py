@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cgn.checkpoint import calibration_generator, config_of, load_state, read_weights
+from cgn.checkpoint import load_cgn, load_state, read_weights
 from cgn.environment import write_result
 from cgn.evaluation import evaluate_cgn
-from cgn.model import build_generator, recalibrate_batchnorm
+from cgn.model import build_generator
 
 KEYS = ("shape_effectiveness", "texture_effectiveness", "background_effectiveness", "mask_mean")
 
@@ -39,26 +39,22 @@ def main() -> None:
 
     rows = []
     for path in sorted(args.run_dir.glob("checkpoints/step_*/average.safetensors")):
-        state, metadata = read_weights(path)
-        config = config_of(metadata)
-        model = build_generator(config.model)
-        load_state(model, state, str(path))
-        step = int(metadata["step"])
-        calibrated = recalibrate_batchnorm(model, calibration_generator(config, step))
+        calibrated, config, metadata = load_cgn(path)
+        state, _ = read_weights(path)
+        stored = build_generator(config.model)
+        load_state(stored, state, str(path))
         dataset = config.train.dataset
-        row = {"checkpoint": str(path), "step": step}
-        row["stored"] = metrics(model, dataset, args.samples)
+        row = {"checkpoint": str(path), "step": int(metadata["step"])}
+        row["stored"] = metrics(stored, dataset, args.samples)
         row["calibrated"] = metrics(calibrated, dataset, args.samples)
         rows.append(row)
         print(row)
     final_path = args.run_dir / "cgn.safetensors"
     final = None
     if final_path.exists():
-        state, metadata = read_weights(final_path)
-        model = build_generator(config_of(metadata).model)
-        load_state(model, state, str(final_path))
+        model, config, metadata = load_cgn(final_path)
         final = {"checkpoint": str(final_path), "step": int(metadata["step"])}
-        final["metrics"] = metrics(model, config_of(metadata).train.dataset, args.samples)
+        final["metrics"] = metrics(model, config.train.dataset, args.samples)
         print(final)
     print(f"wrote {write_result(args.out, {'checkpoints': rows, 'final': final, 'samples': args.samples})}")
 

@@ -44,6 +44,10 @@ CONFIGS = {
         ),
     },
 }
+OUT = {
+    "fake_scores": Path("results/critic_reuse_speed.json"),
+    "real_features": Path("results/critic_feature_reuse_speed.json"),
+}
 NOTES = {
     "fake_scores": "score_again = the critic scores the fakes a second time for its update (before 2026-11-30); "
     "reuse = the generator step's scores reused",
@@ -57,17 +61,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="training steps per timed block")
     parser.add_argument("--blocks", type=int, default=3, help="timed blocks per variant (median)")
     parser.add_argument("--reuse", choices=sorted(CONFIGS), default="fake_scores")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        help="default: results/critic_reuse_speed.json (fake_scores), "
-        "results/critic_feature_reuse_speed.json (real_features)",
-    )
+    parser.add_argument("--out", type=Path, help="default: " + ", ".join(f"{p} ({k})" for k, p in OUT.items()))
     args = parser.parse_args()
     attribute = f"reuse_{args.reuse}"
-    out = args.out or Path(
-        "results/critic_reuse_speed.json" if args.reuse == "fake_scores" else "results/critic_feature_reuse_speed.json"
-    )
+    out = args.out or OUT[args.reuse]
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
