@@ -121,7 +121,9 @@ def train_with_curve(config, run_dir: Path, eval_at: list[int], dataset: str) ->
     """Train (resumably) to the end, evaluating the output generator at each step of ``eval_at``
     and saving it there (the same weights a run of that many steps ends with, as nothing in
     training depends on the schedule's length unless ``train.lr_decay_start`` or
-    ``loss.mode_seeking_until`` is below 1)."""
+    ``loss.mode_seeking_until`` is below 1 or ``loss.mismatch_start`` above 0: each is a share
+    of the schedule, so Wildlife's recipe switches its matching-aware terms on at step 1,000
+    of 5,000, where a 3,000-step run would at step 600)."""
     trainer = Trainer(config, run_dir)
     curve = []
     for step in sorted(s for s in eval_at if s < trainer.total_steps):
