@@ -23,6 +23,7 @@ from cgn.evaluation import (
     _Tally,
     appearance_classifiers,
     color_classifier,
+    confidence_intervals,
     evaluate_cgn,
     evaluate_real_data,
     mask_statistics,
@@ -31,6 +32,7 @@ from cgn.evaluation import (
     stretched_grey,
     texture_classifier,
     to_grey,
+    wilson_interval,
 )
 from cgn.model import CGN
 from cgn.seeding import make_generator
@@ -262,3 +264,28 @@ def test_evaluate_cgn_by_class(data_root, digits, name):
         assert metrics["background_effectiveness_by_class"] is None
     else:
         assert len(metrics["background_effectiveness_by_class"]) == 10
+
+
+# -- confidence intervals -------------------------------------------------------------------------
+def test_wilson_interval_matches_textbook_values():
+    assert wilson_interval(0.5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(0.0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)  # no collapse to a point
+    assert wilson_interval(1.0, 10_000) == pytest.approx((0.99962, 1.0), abs=1e-5)
+    low, high = wilson_interval(0.9995, 10_000)  # 5 misses in 10,000
+    assert (low, high) == pytest.approx((0.99883, 0.99979), abs=1e-5)
+    assert wilson_interval(0.9995, 100_000)[1] - wilson_interval(0.9995, 100_000)[0] < (high - low) / 3
+    with pytest.raises(ValueError, match="at least one draw"):
+        wilson_interval(0.5, 0)
+
+
+def test_confidence_intervals_cover_the_rates_only():
+    metrics = {key: None for key in METRICS} | {
+        "shape_effectiveness": 0.9,
+        "texture_effectiveness": 1.0,
+        "mask_mean": 0.2,
+        "shape_leakage_foreground": 0.1,
+    }
+    intervals = confidence_intervals(metrics, 1000)
+    assert set(intervals) == {"shape_effectiveness", "texture_effectiveness", "shape_leakage_foreground"}
+    for key, (low, high) in intervals.items():
+        assert 0.0 <= low <= metrics[key] <= high <= 1.0

@@ -91,7 +91,7 @@ def _import_original(args: argparse.Namespace) -> None:
 def _evaluate_cgn(args: argparse.Namespace) -> None:
     from cgn.checkpoint import load_cgn
     from cgn.environment import describe
-    from cgn.evaluation import evaluate_cgn
+    from cgn.evaluation import confidence_intervals, evaluate_cgn
     from cgn.files import write_text
     from cgn.trainer import pick_device
 
@@ -108,6 +108,7 @@ def _evaluate_cgn(args: argparse.Namespace) -> None:
         shape_noise_scale=args.shape_noise_scale,
         by_class=True,
     )
+    intervals = confidence_intervals(metrics, args.num)
     report = {
         "checkpoint": str(args.checkpoint),
         "dataset": dataset,
@@ -116,6 +117,7 @@ def _evaluate_cgn(args: argparse.Namespace) -> None:
         "seed": args.seed,
         "shape_noise_scale": args.shape_noise_scale,
         "metrics": metrics,
+        "confidence_95": {key: list(bounds) for key, bounds in intervals.items()},
         **describe(),
     }
 
@@ -126,7 +128,8 @@ def _evaluate_cgn(args: argparse.Namespace) -> None:
 
     for key, value in metrics.items():
         label = key.replace("_effectiveness_by_class", " eff. by class 0-9").replace("_by_class", " by class 0-9")
-        print(f"{label:36} {show(value)}")
+        bounds = f"  (95 % CI {intervals[key][0]:.4f}-{intervals[key][1]:.4f})" if key in intervals else ""
+        print(f"{label:36} {show(value)}{bounds}")
     if args.out is not None:
         write_text(args.out, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.out}")
