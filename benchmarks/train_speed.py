@@ -170,7 +170,7 @@ def phase_profile(trainer: Trainer, steps: int) -> dict[str, float]:
             t = tick("generator_backward", t)
             trainer.opt_d.zero_grad(set_to_none=True)
             fakes = (out.image.detach(), y_gen)
-            d_real, d_fake = trainer_module.critic_pair(d, (x_real, y_real), fakes, d_fake if reuse else None)
+            d_real, d_fake, _ = trainer_module.critic_scores(d, (x_real, y_real), fakes, d_fake if reuse else None)
             loss_d = discriminator_adversarial_loss(d_real.float(), d_fake.float())
         loss_d.backward(inputs=trainer.critic_parameters)
         trainer.opt_d.step()

@@ -20,7 +20,6 @@ from cgn.trainer import (
     Trainer,
     WeightAverage,
     batch_independent,
-    critic_pair,
     critic_scores,
     train_cgn,
     training_speed,
@@ -196,8 +195,8 @@ def two_region_step(trainer: Trainer) -> None:
     trainer.opt_d.zero_grad(set_to_none=True)
     trainer.opt_s.zero_grad(set_to_none=True)
     with trainer.autocast():
-        d_real, d_fake = critic_pair(trainer.discriminator, (x_real, y_real), (out.image.detach(), y_gen))
-        s_real, s_fake = critic_pair(
+        d_real, d_fake, _ = critic_scores(trainer.discriminator, (x_real, y_real), (out.image.detach(), y_gen))
+        s_real, s_fake, _ = critic_scores(
             trainer.shape_discriminator, (trainer.shape_view(x_real), y_real), (fake_view.detach(), y_gen)
         )
         loss_d = discriminator_adversarial_loss(d_real.float(), d_fake.float())
@@ -221,7 +220,7 @@ BATCHNORM_CRITICS = ["model.discriminator=conv_projection", "model.shape_discrim
     ],
 )
 def test_the_one_region_step_equals_two_regions_with_frozen_critics(tmp_path, data_root, debug_config, overrides):
-    """Also the reuse of a BatchNorm critic's scores of the fakes (critic_pair): the reference
+    """Also the reuse of a BatchNorm critic's scores of the fakes (critic_scores): the reference
     scores them again, so only the BatchNorm running statistics, which a training critic never
     reads, may differ."""
     config = debug_config.override(*overrides, "loss.shape_view_weight=0.5", "train.ema_decay=0.9")
@@ -246,17 +245,17 @@ def test_a_critic_scores_real_and_fake_as_two_separate_calls_would(debug_config,
     critic = build_discriminator(debug_config.model.__class__(discriminator=name, ndf=16)).eval()
     real = (torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))
     fake = (torch.randn(4, 3, 32, 32), torch.tensor([4, 5, 6, 7]))
-    d_real, d_fake = critic_pair(critic, real, fake)
+    d_real, d_fake, _ = critic_scores(critic, real, fake)
     assert torch.allclose(d_real, critic(*real), atol=1e-6) and torch.allclose(d_fake, critic(*fake), atol=1e-6)
     # BatchNorm's training statistics are per batch: such a critic must get two calls.
     assert batch_independent(critic) == name.startswith("linear")
     critic.train()
     if not batch_independent(critic):
-        assert torch.equal(critic_pair(critic, real, fake)[1], critic(*fake))
+        assert torch.equal(critic_scores(critic, real, fake).fake, critic(*fake))
     # Scores of the fakes from an earlier call: a BatchNorm critic reuses them; a critic
     # without BatchNorm scores both batches in its one call anyway.
     earlier = torch.full((4,), 7.0)
-    reused = torch.equal(critic_pair(critic, real, fake, earlier)[1], earlier)
+    reused = torch.equal(critic_scores(critic, real, fake, earlier).fake, earlier)
     assert reused != batch_independent(critic)
 
 
@@ -282,7 +281,7 @@ def test_wrong_label_scores_and_their_gradients_are_those_of_a_separate_call(deb
         grads.append([p.grad.clone() for p in critic.parameters()])
     (reused_real, reused_fake, reused_wrong), (real_scores, fake_scores, wrong_scores) = scores
     assert torch.equal(reused_real, real_scores) and torch.equal(reused_fake, fake_scores)
-    assert torch.equal(critic_pair(critic, real, fake)[0], real_scores)
+    assert torch.equal(critic_scores(critic, real, fake).real, real_scores)
     assert torch.allclose(reused_wrong, wrong_scores, atol=1e-6)
     assert all((a - b).abs().max() <= 1e-5 * b.abs().max() + 1e-7 for a, b in zip(*grads, strict=True))  # rounding
     assert critic_scores(critic, real, fake).wrong is None

@@ -210,21 +210,11 @@ def critic_scores(
     return CriticScores(d_real, d_fake, d_wrong)
 
 
-def critic_pair(
-    critic: torch.nn.Module,
-    real: tuple[torch.Tensor, torch.Tensor],
-    fake: tuple[torch.Tensor, torch.Tensor],
-    fake_scores: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The critic's scores of a real and a fake batch (:func:`critic_scores` without wrong labels)."""
-    return critic_scores(critic, real, fake, fake_scores)[:2]
-
-
 class Trainer:
     """Owns models, optimisers, data and random state of one run; ``fit`` runs it."""
 
     # False scores the fakes a second time in the critics' update: the same numbers for one
-    # more forward pass (critic_pair), kept for the side-by-side timing and its test.
+    # more forward pass (critic_scores), kept for the side-by-side timing and its test.
     reuse_fake_scores: bool = True
     # False runs a projection critic's trunk on the real batch again for the wrong-label scores
     # of the matching-aware terms (critic_scores), as before 2026-12-06.
