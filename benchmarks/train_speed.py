@@ -89,10 +89,20 @@ def make_plain(trainer: Trainer) -> Trainer:
     return trainer
 
 
+def plain_circular_shift(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """The shuffler's shift as a plain port writes it: a 3-d advanced index, whose gradient
+    autograd builds with an accumulating ``index_put``."""
+    b, _, h, w = x.shape
+    rows = (dy[:, None] + torch.arange(h, device=x.device)) % h  # (B, H)
+    cols = (dx[:, None] + torch.arange(w, device=x.device)) % w  # (B, W)
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    return x.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
 @contextlib.contextmanager
 def plain_shuffler():
-    """While inside, the shuffler's gradient goes through autograd's accumulating ``index_put``."""
-    with mock.patch.object(mechanisms, "circular_shift", mechanisms._shift_gather):
+    """While inside, the shuffler runs :func:`plain_circular_shift`."""
+    with mock.patch.object(mechanisms, "circular_shift", plain_circular_shift):
         yield
 
 

@@ -11,7 +11,7 @@ from cgn.composer import compose
 from cgn.config import ModelConfig
 from cgn.discriminator import ConvDiscriminator, LinearDiscriminator, build_discriminator, build_shape_discriminator
 from cgn.errors import LabelError
-from cgn.mechanisms import Shuffler, UpBlock, UpsampleConv2d, circular_shift
+from cgn.mechanisms import _FOLD, Shuffler, UpBlock, UpsampleConv2d, circular_shift, transposed_kernel
 from cgn.model import CGN
 
 TINY = ModelConfig(ngf=8, latent_dim=8, ndf=16)
@@ -44,6 +44,44 @@ def test_the_shift_gradient_is_the_inverse_shift_as_autograd_would_give():
     rolled = torch.stack([torch.roll(x[i], shifts=(-int(dy[i]), -int(dx[i])), dims=(1, 2)) for i in range(3)])
     (expected,) = torch.autograd.grad(rolled, x, upstream)  # autograd through plain ops
     assert torch.equal(grad, expected)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_the_shift_of_channels_last_maps_is_the_advanced_index_bit_for_bit(memory_format):
+    """The shift's index_select of pixel rows gives what indexing the (B, H, W, C) view by
+    (image, row, column) gives, in bf16 too, and a channels-last result either way."""
+    dy, dx = torch.tensor([0, 3, 8, 1]), torch.tensor([5, 0, 7, 8])
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(4, 3, 8, 8).to(dtype).contiguous(memory_format=memory_format)
+        rows = (dy[:, None] + torch.arange(8)) % 8
+        cols = (dx[:, None] + torch.arange(8)) % 8
+        expected = x.permute(0, 2, 3, 1)[torch.arange(4)[:, None, None], rows[:, :, None], cols[:, None, :]]
+        out = circular_shift(x, dy, dx)
+        assert torch.equal(out, expected.permute(0, 3, 1, 2))
+        assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+@pytest.mark.parametrize("shape", [(64, 64, 3, 3), (32, 64, 3, 3), (1, 32, 3, 3)])
+def test_the_kernel_fold_is_the_einsum_of_the_two_folds_bit_for_bit(shape, autocast):
+    """One product by the (16, 9) fold gives the einsum over the row and column folds bit for
+    bit, forward and gradient, in fp32 and under bf16 autocast (the trained weights depend on
+    it: docs/speed.md, "The fold as one product")."""
+    torch.manual_seed(0)
+    weight = torch.randn(shape).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    fold = torch.tensor(_FOLD)
+    upstream = torch.randn(shape[1], shape[0], 4, 4)
+    results = []
+    for fn in (transposed_kernel, lambda w: torch.einsum("ak,bl,oikl->ioab", fold, fold, w)):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            kernel = fn(weight)
+        (grad,) = torch.autograd.grad(kernel, weight, upstream.to(kernel.dtype))
+        results.append((kernel, grad))
+    (kernel, grad), (expected, expected_grad) = results
+    assert kernel.shape == (shape[1], shape[0], 4, 4)
+    assert kernel.dtype == (torch.bfloat16 if autocast else torch.float32)
+    assert torch.equal(kernel, expected)
+    assert torch.equal(grad, expected_grad)
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
