@@ -19,6 +19,7 @@ from cgn.data.wildlife import prepare_texture_bank
 from cgn.digit_classifier import DigitClassifier, classifier_path, load_or_train_digit_classifier
 from cgn.evaluation import (
     BY_CLASS,
+    FIDELITY,
     METRICS,
     _Tally,
     appearance_classifiers,
@@ -26,8 +27,11 @@ from cgn.evaluation import (
     confidence_intervals,
     evaluate_cgn,
     evaluate_real_data,
+    frechet_distance,
+    map_fidelity,
     mask_statistics,
     random_crops,
+    real_features,
     shape_leakage,
     stretched_grey,
     texture_classifier,
@@ -264,6 +268,61 @@ def test_evaluate_cgn_by_class(data_root, digits, name):
         assert metrics["background_effectiveness_by_class"] is None
     else:
         assert len(metrics["background_effectiveness_by_class"]) == 10
+
+
+# -- fidelity -------------------------------------------------------------------------------------
+def test_frechet_distance_exact_cases():
+    """A sample against itself is 0, against a shifted copy the squared shift, against a copy
+    scaled by s around the origin ‖(1 − s) μ‖² + (1 − s)² tr Σ (both Gaussians' formulas)."""
+    torch.manual_seed(0)
+    a = torch.randn(500, 6, dtype=torch.float64) @ torch.randn(6, 6, dtype=torch.float64) + 3.0
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+    shift = torch.tensor([1.0, -2.0, 0.5, 0.0, 0.0, 2.0], dtype=torch.float64)
+    assert frechet_distance(a, a + shift) == pytest.approx(float(shift.square().sum()), rel=1e-8)
+    s = 0.25
+    expected = (1 - s) ** 2 * (float(a.mean(0).square().sum()) + float(torch.cov(a.T).trace()))
+    assert frechet_distance(a, s * a) == pytest.approx(expected, rel=1e-8)
+    assert frechet_distance(a[:, :1], a[:, :1] + 2) == pytest.approx(4.0)  # one feature
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_real_maps_are_as_faithful_as_real_maps(data_root, name):
+    """The real training split's maps against the test split's: Fréchet distance near 0 and a
+    spread near 1; the test split against itself exactly 0 and 1."""
+    root = data_root.resolve()
+    judges = appearance_classifiers(name, root)
+    test, train = real_features(name, root), real_features(name, root, "train", 5000)
+    same = map_fidelity(judges, test, test, by_class=True)
+    assert list(same) == [*FIDELITY, *(f"{k}_by_class" for k in FIDELITY)]
+    assert same["texture_frechet"] == pytest.approx(0.0, abs=1e-6)
+    other = map_fidelity(judges, train, test)
+    assert 0.0 <= other["texture_frechet"] < 1.0
+    if name == "colored_mnist":
+        assert test[1] is None and other["background_frechet"] is None and other["background_spread"] is None
+    else:
+        assert 0.0 <= other["background_frechet"] < 1.0
+    assert same["texture_spread"] == pytest.approx(1.0) and 0.8 < other["texture_spread"] < 1.25
+
+
+@pytest.mark.parametrize("name", ["colored_mnist", "wildlife_mnist"])
+def test_evaluate_cgn_fidelity(data_root, digits, name):
+    torch.manual_seed(0)
+    model = CGN(ModelConfig(ngf=8, latent_dim=8))
+    kwargs = dict(num_samples=200, seed=1, data_root=data_root, batch_size=128, digit_classifier=digits)
+    plain = evaluate_cgn(model, name, **kwargs)
+    metrics = evaluate_cgn(model, name, **kwargs, fidelity=True, by_class=True)
+    assert list(metrics) == [*METRICS, *BY_CLASS, *FIDELITY, *(f"{k}_by_class" for k in FIDELITY)]
+    assert {k: metrics[k] for k in METRICS} == plain  # the same draws
+    root = data_root.resolve()
+    real = map_fidelity(
+        appearance_classifiers(name, root), real_features(name, root, "train", 5000), real_features(name, root)
+    )
+    assert metrics["texture_frechet"] > 10 * real["texture_frechet"]  # an untrained CGN's maps are far from real ones
+    assert len(metrics["texture_frechet_by_class"]) == 10 and metrics["texture_spread"] > 0
+    if name == "wildlife_mnist":
+        assert metrics["background_frechet"] > 10 * real["background_frechet"]
+    else:
+        assert metrics["background_frechet"] is None
 
 
 # -- confidence intervals -------------------------------------------------------------------------

@@ -107,6 +107,7 @@ def _evaluate_cgn(args: argparse.Namespace) -> None:
         data_root=args.data_dir,
         shape_noise_scale=args.shape_noise_scale,
         by_class=True,
+        fidelity=args.fidelity,
     )
     intervals = confidence_intervals(metrics, args.num)
     report = {
@@ -128,8 +129,9 @@ def _evaluate_cgn(args: argparse.Namespace) -> None:
 
     for key, value in metrics.items():
         label = key.replace("_effectiveness_by_class", " eff. by class 0-9").replace("_by_class", " by class 0-9")
+        digits = 2 if "frechet" in key else 4
         bounds = f"  (95 % CI {intervals[key][0]:.4f}-{intervals[key][1]:.4f})" if key in intervals else ""
-        print(f"{label:36} {show(value)}{bounds}")
+        print(f"{label:36} {show(value, digits)}{bounds}")
     if args.out is not None:
         write_text(args.out, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.out}")
@@ -337,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", help="judge against this dataset (default: the checkpoint's)")
     ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ev.add_argument("--shape-noise-scale", type=float, default=1.0, help=SHAPE_NOISE_HELP)
+    ev.add_argument(
+        "--fidelity",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also the Fréchet distance and spread of the maps against the real test split's (default: on)",
+    )
     ev.set_defaults(func=_evaluate_cgn)
 
     gen = commands.add_parser("generate", help="write a counterfactual dataset from a CGN checkpoint (resumable)")
