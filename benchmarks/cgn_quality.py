@@ -2,9 +2,11 @@
 
 For each dataset: train with a config (default: our fast recipe, configs/fast/<dataset>.toml)
 into runs/quality/<name> (resumable: a finished run is not retrained), evaluate it with
-``cgn.evaluation.evaluate_cgn`` on 10,000 counterfactuals, and evaluate the authors' checkpoint
-imported from $CGN_DATA_MIRROR/original_mnist_checkpoints. Writes results/cgn_quality.json
-(merged per dataset, so datasets can be run one at a time).
+``cgn.evaluation.evaluate_cgn`` on 10,000 counterfactuals (with the maps' fidelity to the real
+ones), and evaluate the authors' checkpoint imported from
+$CGN_DATA_MIRROR/original_mnist_checkpoints. Writes results/cgn_quality.json (merged per
+dataset, so datasets can be run one at a time; a finished run evaluated again keeps the curve
+it was trained with).
 
 ``--eval-at 2000 4000`` also evaluates the run on the way (``ours.curve``), on 5,000 samples,
 and keeps the generator it evaluated as ``<run>/cgn_step<N>.safetensors`` (for downstream
@@ -72,10 +74,14 @@ def main() -> None:
         config_path = args.config_dir / f"{dataset}.toml"
         config = load_config(config_path, args.overrides)
         run_dir = args.runs / f"{dataset}{args.tag}"
-        curve = train_with_curve(config, run_dir, args.eval_at, dataset) if not (run_dir / "done").exists() else []
+        if (run_dir / "done").exists():  # evaluated again: keep the curve measured while it trained
+            previous = result.get(dataset, {}).get("ours", {})
+            curve = previous.get("curve", []) if previous.get("run_dir") == str(run_dir) else []
+        else:
+            curve = train_with_curve(config, run_dir, args.eval_at, dataset)
         train_minutes = json.loads((run_dir / "done").read_text())["train_seconds"] / 60
         model, _, _ = load_cgn(run_dir / "cgn.safetensors")
-        ours = evaluate_cgn(model, dataset, num_samples=args.samples)
+        ours = evaluate_cgn(model, dataset, num_samples=args.samples, fidelity=True)
         entry = {
             "ours": {
                 **ours,
@@ -93,7 +99,7 @@ def main() -> None:
                 mirror() / "original_mnist_checkpoints" / f"cgn_{ORIGINAL[dataset]}.pth", dataset
             )
             entry["original"] = {
-                **evaluate_cgn(original, dataset, num_samples=args.samples),
+                **evaluate_cgn(original, dataset, num_samples=args.samples, fidelity=True),
                 **by_noise_scale(original, dataset, args),
                 "train_minutes": None,
                 "config": "authors' released checkpoint (15 epochs at batch 16)",

@@ -30,7 +30,7 @@ import torch
 
 from cgn.config import load_config
 from cgn.environment import write_result
-from cgn.trainer import Trainer, resolve_run_config, trainer_speed
+from cgn.trainer import Trainer, speed_row, trainer_speed
 
 CONFIGS = {
     "fake_scores": {
@@ -76,17 +76,7 @@ def main() -> None:
                 setattr(trainer, attribute, reuse)
                 trainers["reuse" if reuse else "score_again"] = trainer
             speed = trainer_speed(trainers, args.steps, args.blocks)
-            run = resolve_run_config(config).train
-            rows.append(
-                {
-                    "config": label,
-                    "command_config": f"{path} {' '.join(overrides)}".strip(),
-                    "batch_size": run.batch_size,
-                    "precision": run.precision,  # what "auto" resolved to here
-                    "images_per_s": {name: round(v, 1) for name, v in speed.items()},
-                    "speedup": round(speed["reuse"] / speed["score_again"], 3),
-                }
-            )
+            rows.append(speed_row(label, path, overrides, speed, baseline="score_again", variant="reuse"))
             print(rows[-1], flush=True)
     write_result(
         out,

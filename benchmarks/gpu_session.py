@@ -110,7 +110,8 @@ def paper(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - start
     metrics_start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
-        metrics = evaluate_cgn(trainer.output_generator, args.dataset, num_samples=1_000 if args.quick else 10_000)
+        num = 1_000 if args.quick else 10_000
+        metrics = evaluate_cgn(trainer.output_generator, args.dataset, num_samples=num, fidelity=True)
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
     rates = [r["images_per_s"] for r in lines[1:]]  # the first window holds the warm-up
     report = {

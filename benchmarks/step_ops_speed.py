@@ -25,7 +25,7 @@ import torch
 from cgn import mechanisms
 from cgn.config import load_config
 from cgn.environment import write_result
-from cgn.trainer import Trainer, resolve_run_config, trainer_speed
+from cgn.trainer import Trainer, speed_row, trainer_speed
 
 CONFIGS = {
     "double-colored paper, phase up-blocks, bf16, no style loss": (
@@ -103,19 +103,8 @@ def main() -> None:
                 "now": Trainer(config, Path(tmp) / f"{len(rows)}_now"),
             }
             speed = trainer_speed(trainers, args.steps, args.blocks)
-            run = resolve_run_config(config).train
-            rows.append(
-                {
-                    "config": label,
-                    "command_config": f"{path} {' '.join(overrides)}".strip(),
-                    "batch_size": run.batch_size,
-                    "precision": run.precision,  # what "auto" resolved to here
-                    "images_per_s": {name: round(v, 1) for name, v in speed.items()},
-                    "ms_per_step": {name: round(1000 * run.batch_size / v, 2) for name, v in speed.items()},
-                    "speedup": round(speed["now"] / speed["before"], 3),
-                    "same_weights_after_20_steps": same_weights(config, Path(tmp) / str(len(rows))),
-                }
-            )
+            row = speed_row(label, path, overrides, speed, baseline="before", variant="now")
+            rows.append(row | {"same_weights_after_20_steps": same_weights(config, Path(tmp) / str(len(rows)))})
             print(rows[-1], flush=True)
     write_result(
         args.out,

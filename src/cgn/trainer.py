@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from cgn.checkpoint import AVERAGE_KIND, calibration_generator, load_state, read_weights, save_weights
 from cgn.composer import compose
-from cgn.config import CGNConfig
+from cgn.config import CGNConfig, load_config
 from cgn.data import build_dataset
 from cgn.data.base import BiasedMNIST
 from cgn.discriminator import build_discriminator, build_shape_discriminator
@@ -685,6 +685,24 @@ def training_speed(
     return trainer_speed(
         {name: Trainer(c, Path(run_root) / name, data_root=data_root) for name, c in configs.items()}, steps, blocks
     )
+
+
+def speed_row(
+    label: str, path: str, overrides: list[str], speed: dict[str, float], baseline: str, variant: str
+) -> dict[str, object]:
+    """A benchmark's row for :func:`trainer_speed`'s result on one config (file and overrides):
+    batch size and precision as they ran here, images/s and ms per step of each trainer, and
+    ``variant``'s speed-up over ``baseline``."""
+    run = resolve_run_config(load_config(path, overrides)).train
+    return {
+        "config": label,
+        "command_config": f"{path} {' '.join(overrides)}".strip(),
+        "batch_size": run.batch_size,
+        "precision": run.precision,  # what "auto" resolved to here
+        "images_per_s": {name: round(v, 1) for name, v in speed.items()},
+        "ms_per_step": {name: round(1000 * run.batch_size / v, 2) for name, v in speed.items()},
+        "speedup": round(speed[variant] / speed[baseline], 3),
+    }
 
 
 def trainer_speed(trainers: dict[str, Trainer], steps: int, blocks: int = 3) -> dict[str, float]:
