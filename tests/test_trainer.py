@@ -21,6 +21,7 @@ from cgn.trainer import (
     WeightAverage,
     batch_independent,
     critic_scores,
+    speed_row,
     train_cgn,
     training_speed,
 )
@@ -501,3 +502,11 @@ def test_training_speed_times_real_steps_of_each_config_and_writes_nothing(
     assert calls == [(["small", "large"], 5)]
     assert speed == {"small": 3 * debug_config.train.batch_size / 2.0, "large": 3 * 8 / 4.0}
     assert not (tmp_path / "runs").exists() or not any(p.is_file() for p in (tmp_path / "runs").rglob("*"))
+
+
+def test_speed_row_reports_the_config_as_it_runs_and_the_speed_up():
+    path = str(REPO / "configs" / "debug.toml")
+    row = speed_row("debug", path, ["train.batch_size=8"], {"old": 100.0, "new": 125.0}, baseline="old", variant="new")
+    assert row["command_config"] == f"{path} train.batch_size=8" and row["batch_size"] == 8
+    assert row["precision"] in ("fp32", "bf16")  # "auto" resolved for this machine
+    assert row["ms_per_step"] == {"old": 80.0, "new": 64.0} and row["speedup"] == 1.25
