@@ -1,11 +1,11 @@
-"""How close each CGN's foreground and background maps come to the real ones (``fidelity``).
+"""How close each CGN's masks, foreground and background maps come to the real ones (``fidelity``).
 
 For each checkpoint: ``evaluate_cgn(..., fidelity=True, by_class=True)`` on ``--num``
 counterfactuals (its effectiveness, the Fréchet distance of its maps to the real test split's
-in the judges' feature space, and their spread), beside the real training split's maps as the
+in the judges' feature spaces, and their spread), beside the real training split's maps as the
 floor (what a CGN that draws real maps would score on the same number of maps).
-Effectiveness rewards a class's most typical texture; the distance and spread also see how
-much of the real texture's variety a mechanism draws.
+Effectiveness rewards a class's most typical digit or texture; the distance and spread also
+see how much of the real variety a mechanism draws.
 
 Writes results/map_fidelity.json (--out). Needs prepared data (`cgn data prepare`).
 Usage: python benchmarks/map_fidelity.py NAME=CKPT [NAME=CKPT ...] [--num 10000] [--out PATH]
@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 
 from cgn.checkpoint import load_cgn
+from cgn.digit_classifier import load_or_train_digit_classifier
 from cgn.environment import write_result
-from cgn.evaluation import FIDELITY, appearance_classifiers, evaluate_cgn, map_fidelity, real_features
+from cgn.evaluation import FIDELITY, JUDGE_SEED, evaluate_cgn, map_fidelity, real_features
 
 KEPT = ("shape_effectiveness", "texture_effectiveness", "background_effectiveness", *FIDELITY)
 
@@ -51,11 +52,11 @@ def main() -> None:
         print(name, {k: rows[name][k] for k in KEPT}, flush=True)
 
     root = None if args.data_dir is None else args.data_dir.resolve()
+    digits = load_or_train_digit_classifier(root, seed=JUDGE_SEED)
     floors = {}
     for dataset in sorted(datasets):  # the real training split's maps, as many as the CGNs drew
-        judges = appearance_classifiers(dataset, root)
-        train = real_features(dataset, root, "train", args.num)
-        floors[dataset] = map_fidelity(judges, train, real_features(dataset, root), by_class=True)
+        train = real_features(dataset, root, digits, "train", args.num)
+        floors[dataset] = map_fidelity(train, real_features(dataset, root, digits), by_class=True)
         print(dataset, "real training split", {k: floors[dataset][k] for k in FIDELITY}, flush=True)
     write_result(
         args.out,

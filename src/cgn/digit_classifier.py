@@ -72,12 +72,19 @@ class DigitClassifier(nn.Module):
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
         """Class predictions (B,) for grey maps (B, 1, 32, 32) in [0, 1], in eval mode."""
+        return self._batched(lambda chunk: self(chunk).argmax(1), x, batch_size)
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+        """The penultimate layer's features (B, 128) of grey maps (B, 1, 32, 32) in [0, 1], in
+        eval mode: the space of the masks' Fréchet distance (``cgn.evaluation``)."""
+        return self._batched(lambda chunk: self.head[:-1](self.features(chunk)), x, batch_size)
+
+    def _batched(self, fn, x: torch.Tensor, batch_size: int) -> torch.Tensor:
         was_training = self.training
         self.eval()
         try:
-            return torch.cat(
-                [self(x[i : i + batch_size].to(self.device)).argmax(1) for i in range(0, len(x), batch_size)]
-            )
+            return torch.cat([fn(x[i : i + batch_size].to(self.device)) for i in range(0, len(x), batch_size)])
         finally:
             self.train(was_training)
 

@@ -28,18 +28,22 @@ independently and uniformly; each mechanism's output is then judged on its own:
   dark ground, so a dark digit on a bright map is mostly missed (real masks drawn that way
   score 0.28, drawn bright 0.99).
 
-``fidelity=True`` adds how close the maps come to real ones, which effectiveness cannot tell
-(a mechanism that draws one prototypical texture per class scores 1.0):
+``fidelity=True`` adds how close each mechanism's maps come to real ones, which effectiveness
+cannot tell (a mechanism that draws one prototypical digit or texture per class scores 1.0):
 
-- ``texture_frechet`` / ``background_frechet``: per label, the Fréchet distance between
-  Gaussians fitted to the judge's scaled features of the generated maps and of the real test
+- ``shape_frechet`` / ``texture_frechet`` / ``background_frechet``: per label, the Fréchet
+  distance between Gaussians fitted to features of the generated maps and of the real test
   split's maps of that class (as FID does with Inception features), averaged over the labels.
-  Lower is closer; the real training split's maps score about 0 (sampling noise: 0.14 / 0.12
-  on Wildlife). It grows as fewer maps are drawn: compare CGNs on equal ``num_samples``;
-- ``texture_spread`` / ``background_spread``: the generated maps' feature variance (trace of
-  the covariance) over the real maps', averaged over the labels: below 1, the maps of a class
-  vary less than real ones (a sign of mode collapse). In the colour datasets the features are
-  the mean colour, whose real maps vary by the datasets' colour jitter.
+  The features are the judges' own: the digit classifier's penultimate layer (128-d) for the
+  masks, the appearance judge's scaled features for the foreground and background maps (the
+  mean colour in the colour datasets, texture statistics on Wildlife). Lower is closer; the
+  real training split's maps score about 0 (sampling noise: 0.14 / 0.12 for Wildlife's
+  textures and backgrounds). It grows as fewer maps are drawn: compare CGNs on equal
+  ``num_samples``;
+- ``shape_spread`` / ``texture_spread`` / ``background_spread``: the generated maps' feature
+  variance (trace of the covariance) over the real maps', averaged over the labels: below 1,
+  the maps of a class vary less than real ones (a sign of mode collapse). The colour datasets'
+  real maps vary by their colour jitter.
 
 ``evaluate_real_data`` computes the same numbers on a real split, where masks, colours and
 textures are the truth: the scores a perfect CGN would reach, and a check of the judges.
@@ -91,7 +95,9 @@ Metrics = dict[str, float | list[float | None] | None]  # METRICS; with by_class
 BY_CLASS = {f"{name}_effectiveness_by_class": name for name in ("shape", "texture", "background")} | {
     f"shape_leakage_{where}_by_class": f"leak_{where}" for where in ("foreground", "background")
 }
-FIDELITY = ("texture_frechet", "background_frechet", "texture_spread", "background_spread")
+MECHANISMS = ("shape", "texture", "background")
+FIDELITY = (*(f"{m}_frechet" for m in MECHANISMS), *(f"{m}_spread" for m in MECHANISMS))
+FeatureSet = tuple[torch.Tensor, torch.Tensor]  # features (B, D) and labels (B,) of one mechanism's maps
 
 
 # -- appearance features and nearest-prototype classifiers ------------------------------------
@@ -385,25 +391,22 @@ def judge_features(judge: PrototypeClassifier, maps: torch.Tensor) -> torch.Tens
 
 
 def map_fidelity(
-    judges: tuple[PrototypeClassifier, PrototypeClassifier | None],
-    generated: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None],
-    real: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None],
-    by_class: bool = False,
+    generated: dict[str, FeatureSet | None], real: dict[str, FeatureSet | None], by_class: bool = False
 ) -> Metrics:
-    """``FIDELITY`` (module docstring) from (features, labels) of the generated and the real
-    foreground and background maps, each in its judge's scaled space (:func:`judge_features`);
-    the background entries None where the dataset has no background attribute."""
+    """``FIDELITY`` (module docstring) from the features and labels of each mechanism's
+    generated and real maps (keys ``MECHANISMS``: masks in the digit judge's space
+    (``DigitClassifier.embed``), foreground and background maps in their appearance judge's
+    scaled space (:func:`judge_features`)); a mechanism's entries are None where either side
+    is None or missing (no background attribute)."""
     metrics: Metrics = {}
-    for where, judge, gen, ref in zip(("texture", "background"), judges, generated, real, strict=True):
-        if judge is None or gen is None or ref is None:
-            distances = spreads = None
-        else:
-            distances = _per_label(frechet_distance, *gen, *ref)
-            spreads = _per_label(_spread, *gen, *ref)
-        metrics[f"{where}_frechet"] = None if distances is None else _mean(distances)
-        metrics[f"{where}_spread"] = None if spreads is None else _mean(spreads)
+    for mechanism in MECHANISMS:
+        gen, ref = generated.get(mechanism), real.get(mechanism)
+        distances = None if gen is None or ref is None else _per_label(frechet_distance, *gen, *ref)
+        spreads = None if gen is None or ref is None else _per_label(_spread, *gen, *ref)
+        metrics[f"{mechanism}_frechet"] = None if distances is None else _mean(distances)
+        metrics[f"{mechanism}_spread"] = None if spreads is None else _mean(spreads)
         if by_class:
-            metrics[f"{where}_frechet_by_class"], metrics[f"{where}_spread_by_class"] = distances, spreads
+            metrics[f"{mechanism}_frechet_by_class"], metrics[f"{mechanism}_spread_by_class"] = distances, spreads
     order = [*FIDELITY, *(f"{k}_by_class" for k in FIDELITY if by_class)]
     return {key: metrics[key] for key in order}
 
@@ -422,21 +425,31 @@ def _real_maps(ds, n: int, batch_size: int):
 
 
 @functools.lru_cache(maxsize=4)
-def real_features(dataset: str, root: Path | None, split: str = "test", max_samples: int | None = None):
-    """Scaled judge features and labels, ((B, D), (B,)), of a real split's foreground maps and
-    of its background maps (None where the dataset has none), built once per process: the
-    reference of :func:`map_fidelity` (the test split, as ``evaluate_cgn`` uses it)."""
+def real_features(
+    dataset: str,
+    root: Path | None,
+    digits: DigitClassifier,
+    split: str = "test",
+    max_samples: int | None = None,
+) -> dict[str, FeatureSet | None]:
+    """Features and labels of a real split's masks (in ``digits``' space), foreground and
+    background maps (in their judges' spaces; background None where the dataset has none),
+    built once per process: the reference of :func:`map_fidelity` (the test split, as
+    ``evaluate_cgn`` uses it)."""
     ds = build_dataset(dataset, split, JUDGE_SEED, root)
     texture_judge, background_judge = appearance_classifiers(dataset, root)
-    fg, bg, y_fg, y_bg = [], [], [], []
+    parts: dict[str, list[torch.Tensor]] = {}
     n = len(ds) if max_samples is None else min(len(ds), max_samples)
-    for _, foreground, background, (_, y_texture, y_background) in _real_maps(ds, n, 1000):
-        fg.append(judge_features(texture_judge, foreground))
-        y_fg.append(y_texture)
+    for masks, foreground, background, (y_shape, y_texture, y_background) in _real_maps(ds, n, 1000):
+        batch = {
+            "shape": (digits.embed(masks[:, None].float()).cpu(), y_shape),
+            "texture": (judge_features(texture_judge, foreground), y_texture),
+        }
         if background is not None and background_judge is not None:
-            bg.append(judge_features(background_judge, background))
-            y_bg.append(y_background)
-    return (torch.cat(fg), torch.cat(y_fg)), ((torch.cat(bg), torch.cat(y_bg)) if bg else None)
+            batch["background"] = (judge_features(background_judge, background), y_background)
+        for mechanism, (feats, labels) in batch.items():
+            parts.setdefault(mechanism, []).extend([feats, labels])
+    return {m: (torch.cat(parts[m][0::2]), torch.cat(parts[m][1::2])) if m in parts else None for m in MECHANISMS}
 
 
 # -- how far a rate can be trusted ------------------------------------------------------------
@@ -503,7 +516,7 @@ def evaluate_cgn(
     digits = _digit_judge(digit_classifier, data_root, model.device)
     generator = make_generator(seed, "evaluate_cgn", dataset)
     tally = _Tally()
-    generated: dict[str, list[torch.Tensor]] = {"fg": [], "y_fg": [], "bg": [], "y_bg": []}
+    generated: dict[str, list[torch.Tensor]] = {}  # mechanism → features and labels, alternating
     was_training = model.training
     model.eval()
     try:
@@ -525,25 +538,22 @@ def evaluate_cgn(
                     (y_shape, y_texture, y_background),
                 )
                 if fidelity:
-                    generated["fg"].append(judge_features(texture_judge, out.foreground))
-                    generated["y_fg"].append(y_texture)
+                    generated.setdefault("shape", []).extend([digits.embed(out.mask).cpu(), y_shape])
+                    generated.setdefault("texture", []).extend(
+                        [judge_features(texture_judge, out.foreground), y_texture]
+                    )
                     if background_judge is not None:
-                        generated["bg"].append(judge_features(background_judge, out.background))
-                        generated["y_bg"].append(y_background)
+                        features = judge_features(background_judge, out.background)
+                        generated.setdefault("background", []).extend([features, y_background])
     finally:
         model.train(was_training)
     metrics = tally.result() | (tally.per_label() if by_class else {})
     if background_judge is None:
         metrics["background_effectiveness"] = None
     if fidelity:
-        gen = {k: torch.cat(v) if v else None for k, v in generated.items()}
         root = None if data_root is None else Path(data_root).resolve()
-        metrics |= map_fidelity(
-            (texture_judge, background_judge),
-            ((gen["fg"], gen["y_fg"]), None if gen["bg"] is None else (gen["bg"], gen["y_bg"])),
-            real_features(dataset, root),
-            by_class,
-        )
+        feature_sets = {m: (torch.cat(parts[0::2]), torch.cat(parts[1::2])) for m, parts in generated.items()}
+        metrics |= map_fidelity(feature_sets, real_features(dataset, root, digits), by_class)
     log.info("evaluate_cgn(%s, n=%d, seed=%d): %s", dataset, num_samples, seed, metrics)
     return metrics
 
