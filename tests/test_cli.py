@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from cgn.checkpoint import load_cgn
@@ -79,3 +81,23 @@ def test_generate_and_train_classifier(tmp_path, data_root, capsys):
     )
     assert "test_official" in capsys.readouterr().out and (tmp_path / "clf.json").exists()
     assert main(["generate", str(tmp_path / "missing.safetensors"), "--out", str(out)]) == 2
+
+
+def test_evaluate_cgn_reports_fidelity_unless_switched_off(tmp_path, data_root, capsys, monkeypatch):
+    import cgn.evaluation as evaluation
+    from cgn.digit_classifier import load_or_train_digit_classifier
+
+    def small(root, seed=0):  # the evaluation tests' classifier (1,000 fake masks), cached in data_root
+        return load_or_train_digit_classifier(root, seed, max_train=1000, epochs=1)
+
+    monkeypatch.setattr(evaluation, "load_or_train_digit_classifier", small)
+    config = ["--config", str(REPO / "configs" / "debug.toml"), "train.steps=2", "train.checkpoint_every=2"]
+    assert main(["train-cgn", *config, "--out-dir", str(tmp_path), "--data-dir", str(data_root)]) == 0
+    checkpoint, out = tmp_path / "debug_seed0" / "cgn.safetensors", tmp_path / "eval.json"
+    evaluate = ["evaluate-cgn", str(checkpoint), "--num", "100", "--out", str(out), "--data-dir", str(data_root)]
+    assert main(evaluate) == 0
+    report = json.loads(out.read_text())
+    assert report["metrics"]["shape_frechet"] > 0 and len(report["metrics"]["texture_frechet_by_class"]) == 10
+    assert "texture_frechet" in capsys.readouterr().out
+    assert main([*evaluate, "--no-fidelity"]) == 0
+    assert not any("frechet" in key or "spread" in key for key in json.loads(out.read_text())["metrics"])

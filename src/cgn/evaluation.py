@@ -424,6 +424,35 @@ def _real_maps(ds, n: int, batch_size: int):
         yield masks, foreground, background, (ds.labels[index], attributes["foreground_attr"], y_background)
 
 
+def _add_features(
+    collected: dict[str, list[FeatureSet]],
+    judges: tuple[DigitClassifier, PrototypeClassifier, PrototypeClassifier | None],
+    mask: torch.Tensor,
+    foreground: torch.Tensor,
+    background: torch.Tensor | None,
+    labels: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+) -> None:
+    """Append one batch's features and labels per mechanism to ``collected`` (arguments as for
+    ``_tally_batch``): masks in the digit judge's space, maps in their appearance judges'."""
+    digits, texture_judge, background_judge = judges
+    y_shape, y_texture, y_background = labels
+    collected.setdefault("shape", []).append((digits.embed(mask).cpu(), y_shape.cpu()))
+    collected.setdefault("texture", []).append((judge_features(texture_judge, foreground), y_texture.cpu()))
+    if background is not None and background_judge is not None and y_background is not None:
+        features = judge_features(background_judge, background)
+        collected.setdefault("background", []).append((features, y_background.cpu()))
+
+
+def _feature_sets(collected: dict[str, list[FeatureSet]]) -> dict[str, FeatureSet | None]:
+    """The batches of :func:`_add_features` joined per mechanism; None for a mechanism never added."""
+    return {
+        m: (torch.cat([f for f, _ in collected[m]]), torch.cat([y for _, y in collected[m]]))
+        if m in collected
+        else None
+        for m in MECHANISMS
+    }
+
+
 @functools.lru_cache(maxsize=4)
 def real_features(
     dataset: str,
@@ -437,19 +466,12 @@ def real_features(
     built once per process: the reference of :func:`map_fidelity` (the test split, as
     ``evaluate_cgn`` uses it)."""
     ds = build_dataset(dataset, split, JUDGE_SEED, root)
-    texture_judge, background_judge = appearance_classifiers(dataset, root)
-    parts: dict[str, list[torch.Tensor]] = {}
+    judges = (digits, *appearance_classifiers(dataset, root))
+    collected: dict[str, list[FeatureSet]] = {}
     n = len(ds) if max_samples is None else min(len(ds), max_samples)
-    for masks, foreground, background, (y_shape, y_texture, y_background) in _real_maps(ds, n, 1000):
-        batch = {
-            "shape": (digits.embed(masks[:, None].float()).cpu(), y_shape),
-            "texture": (judge_features(texture_judge, foreground), y_texture),
-        }
-        if background is not None and background_judge is not None:
-            batch["background"] = (judge_features(background_judge, background), y_background)
-        for mechanism, (feats, labels) in batch.items():
-            parts.setdefault(mechanism, []).extend([feats, labels])
-    return {m: (torch.cat(parts[m][0::2]), torch.cat(parts[m][1::2])) if m in parts else None for m in MECHANISMS}
+    for masks, foreground, background, labels in _real_maps(ds, n, 1000):
+        _add_features(collected, judges, masks[:, None].float(), foreground, background, labels)
+    return _feature_sets(collected)
 
 
 # -- how far a rate can be trusted ------------------------------------------------------------
@@ -516,7 +538,7 @@ def evaluate_cgn(
     digits = _digit_judge(digit_classifier, data_root, model.device)
     generator = make_generator(seed, "evaluate_cgn", dataset)
     tally = _Tally()
-    generated: dict[str, list[torch.Tensor]] = {}  # mechanism → features and labels, alternating
+    generated: dict[str, list[FeatureSet]] = {}  # with fidelity: each batch's features per mechanism
     was_training = model.training
     model.eval()
     try:
@@ -538,13 +560,9 @@ def evaluate_cgn(
                     (y_shape, y_texture, y_background),
                 )
                 if fidelity:
-                    generated.setdefault("shape", []).extend([digits.embed(out.mask).cpu(), y_shape])
-                    generated.setdefault("texture", []).extend(
-                        [judge_features(texture_judge, out.foreground), y_texture]
-                    )
-                    if background_judge is not None:
-                        features = judge_features(background_judge, out.background)
-                        generated.setdefault("background", []).extend([features, y_background])
+                    judges = (digits, texture_judge, background_judge)
+                    labels = (y_shape, y_texture, y_background)
+                    _add_features(generated, judges, out.mask, out.foreground, out.background, labels)
     finally:
         model.train(was_training)
     metrics = tally.result() | (tally.per_label() if by_class else {})
@@ -552,8 +570,7 @@ def evaluate_cgn(
         metrics["background_effectiveness"] = None
     if fidelity:
         root = None if data_root is None else Path(data_root).resolve()
-        feature_sets = {m: (torch.cat(parts[0::2]), torch.cat(parts[1::2])) for m, parts in generated.items()}
-        metrics |= map_fidelity(feature_sets, real_features(dataset, root, digits), by_class)
+        metrics |= map_fidelity(_feature_sets(generated), real_features(dataset, root, digits), by_class)
     log.info("evaluate_cgn(%s, n=%d, seed=%d): %s", dataset, num_samples, seed, metrics)
     return metrics
 
