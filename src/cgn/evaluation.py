@@ -321,13 +321,17 @@ class _Tally:
         return float((self.pair_sums[seen] / self.pair_counts[seen]).mean())
 
 
+Judges = tuple[DigitClassifier, PrototypeClassifier, PrototypeClassifier | None]  # digits, texture, background
+Labels = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # shape, texture, background labels (B,)
+
+
 def _tally_batch(
     tally: _Tally,
-    judges: tuple[DigitClassifier, PrototypeClassifier, PrototypeClassifier | None],
+    judges: Judges,
     mask: torch.Tensor,
     foreground: torch.Tensor,
     background: torch.Tensor | None,
-    labels: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+    labels: Labels,
 ) -> None:
     """Judge one batch: mask (B, 1, H, W) in [0, 1], maps (B, 3, H, W) in [-1, 1], three labels."""
     digits, texture_judge, background_judge = judges
@@ -426,11 +430,11 @@ def _real_maps(ds, n: int, batch_size: int):
 
 def _add_features(
     collected: dict[str, list[FeatureSet]],
-    judges: tuple[DigitClassifier, PrototypeClassifier, PrototypeClassifier | None],
+    judges: Judges,
     mask: torch.Tensor,
     foreground: torch.Tensor,
     background: torch.Tensor | None,
-    labels: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+    labels: Labels,
 ) -> None:
     """Append one batch's features and labels per mechanism to ``collected`` (arguments as for
     ``_tally_batch``): masks in the digit judge's space, maps in their appearance judges'."""
