@@ -122,16 +122,17 @@ def _evaluate_cgn(args: argparse.Namespace) -> None:
         **describe(),
     }
 
-    def show(value: float | list | None, digits: int = 4) -> str:
+    def show(value: float | list | None, spec: str, per_label_spec: str) -> str:
         if isinstance(value, list):  # per label 0-9
-            return " ".join(show(v, digits=2) for v in value)
-        return "-" if value is None else f"{value:.{digits}f}"
+            return " ".join(show(v, per_label_spec, per_label_spec) for v in value)
+        return "-" if value is None else format(value, spec)
 
     for key, value in metrics.items():
         label = key.replace("_effectiveness_by_class", " eff. by class 0-9").replace("_by_class", " by class 0-9")
-        digits = 2 if "frechet" in key else 4
+        # Fréchet distances span 1e-4 (colour datasets) to 1e2 (masks): significant digits
+        specs = (".3g", ".3g") if "frechet" in key else (".4f", ".2f")
         bounds = f"  (95 % CI {intervals[key][0]:.4f}-{intervals[key][1]:.4f})" if key in intervals else ""
-        print(f"{label:36} {show(value, digits)}{bounds}")
+        print(f"{label:36} {show(value, *specs)}{bounds}")
     if args.out is not None:
         write_text(args.out, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.out}")
