@@ -53,6 +53,7 @@ def test_overrides_are_typed():
         ),
         ("model.shape_discriminator=cnn", "model.shape_discriminator must be one of conv, conv_projection, linear,"),
         ("loss.shape_view_weight=-1", "loss.shape_view_weight must not be negative"),
+        ("loss.texture_mode_seeking_weight=-1", "loss.texture_mode_seeking_weight must not be negative"),
         (
             "loss.shape_view_distance=cosine",
             "loss.shape_view_distance must be 'euclidean', 'mahalanobis' or 'two_gaussian'",

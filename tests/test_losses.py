@@ -15,6 +15,7 @@ from cgn.errors import CheckpointError
 from cgn.losses import (
     GeneratorLoss,
     StyleLoss,
+    amplitude_spectrum,
     binary_entropy,
     discriminator_adversarial_loss,
     frame_pixels,
@@ -27,9 +28,11 @@ from cgn.losses import (
     mode_seeking_loss,
     r1_penalty,
     shape_view,
+    texture_mode_seeking_loss,
     vgg16_features,
     wrong_labels,
 )
+from cgn.mechanisms import Shuffler
 
 
 def test_lsgan_losses():
@@ -75,6 +78,25 @@ def test_mode_seeking_term_falls_as_masks_of_a_class_differ():
     mask = torch.full((2, 1, 4, 4), 0.3, requires_grad=True)
     mode_seeking_loss(mask, half, noise_a, noise_b).backward()
     assert (mask.grad[..., :2] > 0).all()  # pulling towards the other mask raises the term
+
+
+def test_texture_spectra_ignore_the_shufflers_shift_but_not_the_texture():
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.rand(4, 3, 32, 32, generator=generator) * 2 - 1
+    shifted = Shuffler()(maps, generator)
+    assert not torch.equal(shifted, maps)
+    torch.testing.assert_close(amplitude_spectrum(shifted), amplitude_spectrum(maps), atol=1e-5, rtol=1e-5)
+    assert amplitude_spectrum(maps).shape == (4, 3, 32, 17)
+    noise_a, noise_b = torch.zeros(4, 8), torch.ones(4, 8)  # mean |u_a - u_b| = 1
+    # One pattern shifted around is a collapsed mode: the term is at its ceiling, 1 / ε, as
+    # for identical maps, where the plain pixel term would read the shift as variety.
+    assert texture_mode_seeking_loss(shifted, maps, noise_a, noise_b).item() == pytest.approx(1e5, rel=0.2)
+    assert mode_seeking_loss(shifted, maps, noise_a, noise_b).item() < 10
+    other = torch.rand(4, 3, 32, 32, generator=generator) * 2 - 1
+    assert texture_mode_seeking_loss(other, maps, noise_a, noise_b).item() < 100
+    leaf = maps.clone().requires_grad_(True)
+    texture_mode_seeking_loss(leaf, other, noise_a, noise_b).backward()
+    assert torch.isfinite(leaf.grad).all() and leaf.grad.abs().sum() > 0
 
 
 def test_r1_penalty_is_the_mean_squared_input_gradient_and_trains_the_critic():

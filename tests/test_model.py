@@ -13,6 +13,7 @@ from cgn.discriminator import ConvDiscriminator, LinearDiscriminator, build_disc
 from cgn.errors import LabelError
 from cgn.mechanisms import _FOLD, Shuffler, UpBlock, UpsampleConv2d, circular_shift, transposed_kernel
 from cgn.model import CGN
+from cgn.viz import variety_sheet
 
 TINY = ModelConfig(ngf=8, latent_dim=8, ndf=16)
 
@@ -246,3 +247,19 @@ def test_paper_sizes():
     assert model.shape.fc.out_features == 64 * 8 * 8 and model.texture.fc.in_features == 42
     n_params = sum(p.numel() for p in model.parameters())
     assert n_params == 659_992  # the authors' released checkpoints hold the same parameter count
+
+
+def test_the_maps_before_the_shift_are_what_the_shuffler_moves_and_the_variety_sheet_shows_them():
+    torch.manual_seed(0)
+    model = CGN(ModelConfig()).eval()
+    labels = torch.tensor([0, 3, 7])
+    noise = model.sample_noise(3, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        shifted = model.make_background(noise, labels, torch.Generator().manual_seed(2))
+        raw = model.background_map(noise, labels)
+    offsets = torch.Generator().manual_seed(2)
+    dy, dx = (torch.randint(0, 33, (3,), generator=offsets) for _ in range(2))
+    assert torch.equal(shifted, circular_shift(raw, dy, dx))
+    sheet = variety_sheet(model, per_class=4, generator=torch.Generator().manual_seed(3))
+    cell = 3 * 32 + 4  # scale 3, pad 4
+    assert sheet.height == 16 + 2 * model.config.num_classes * cell + 4  # title, texture and background rows

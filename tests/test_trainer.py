@@ -67,6 +67,8 @@ def test_a_run_writes_its_artefacts(tmp_path, data_root, debug_config):
         ["train.mechanism_lr_scale=[1.0, 0.5, 2.0]", "train.lr_decay_start=0.25"],
         # The lazy R1 penalty falls on steps 0, 3 and 6: the resume at step 4 is off its beat.
         ["loss.r1_weight=1.0", "loss.r1_every=3"],
+        ["loss.texture_mode_seeking_weight=0.01"],
+        ["loss.texture_mode_seeking_weight=0.01", "loss.mode_seeking_weight=0.1", "loss.mode_seeking_until=0.5"],
     ],
 )
 def test_resume_is_exact(tmp_path, data_root, debug_config, overrides):
@@ -87,6 +89,7 @@ def test_resume_is_exact(tmp_path, data_root, debug_config, overrides):
     records = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4, 6, 8]
     assert ("mode_seeking" in records[0]) == bool(config.loss.mode_seeking_weight)
+    assert ("texture_mode_seeking" in records[-1]) == bool(config.loss.texture_mode_seeking_weight)
     assert ("d_shape_view" in records[0]) == bool(config.loss.shape_view_weight)
     assert ("d_shape_mismatch" in records[-1]) == bool(config.loss.shape_view_mismatch_weight)
     assert ("d_mismatch" in records[0]) == bool(config.loss.mismatch_weight)

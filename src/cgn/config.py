@@ -86,6 +86,11 @@ class LossConfig:
     # Ours (1 = throughout): the share of the schedule during which the mode-seeking term is
     # on; after it the shapes train on the adversarial and mask terms alone.
     mode_seeking_until: float = 1.0
+    # Our addition (0 = off, the paper): the same term on the texture and on the background
+    # mechanism, their maps compared by amplitude spectra (|2-D DFT| per channel), which the
+    # shuffler's circular shift leaves unchanged; throughout the schedule. Against texture
+    # mechanisms that draw one pattern per class whatever the noise.
+    texture_mode_seeking_weight: float = 0.0
     # Our addition (0 = off, the paper): weight of the LSGAN loss of a second discriminator
     # (model.shape_discriminator, own optimiser) that sees each image only as its colour-blind
     # shape view (losses.shape_view), with the label. The main discriminator can tell classes
@@ -136,6 +141,7 @@ class LossConfig:
             _check(getattr(self, name) >= 0, f"loss.{name} must not be negative")
         _check(all(w >= 0 for w in self.style_weights), "loss.style_weights must not be negative")
         _check(self.mode_seeking_weight >= 0, "loss.mode_seeking_weight must not be negative")
+        _check(self.texture_mode_seeking_weight >= 0, "loss.texture_mode_seeking_weight must not be negative")
         _check(self.shape_view_weight >= 0, "loss.shape_view_weight must not be negative")
         _check(
             self.shape_view_distance in ("euclidean", "mahalanobis", "two_gaussian"),

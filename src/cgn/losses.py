@@ -4,7 +4,8 @@
 - the binary-entropy mask loss that pushes masks to 0/1;
 - the style (Gram) loss on VGG-16 features between generated and (unpaired) real images;
 - our optional mask-size and mask-border priors (off by default), which keep masks from inverting;
-- our optional mode-seeking term (off by default), against masks that all look alike;
+- our optional mode-seeking terms (off by default), against masks, or texture and background
+  maps, that all look alike;
 - our optional shape view (off by default): what a colour-blind second discriminator sees.
 """
 
@@ -80,6 +81,26 @@ def mode_seeking_loss(
     """
     ratio = (mask_a - mask_b).abs().mean() / (noise_a - noise_b).abs().mean()
     return 1 / (ratio + MODE_SEEKING_EPS)
+
+
+def amplitude_spectrum(maps: torch.Tensor) -> torch.Tensor:
+    """|2-D DFT| per channel (orthonormal, fp32): (B, C, H, W) → (B, C, H, W // 2 + 1).
+
+    A circular shift changes only the transform's phases, so the shuffler leaves this unchanged:
+    two maps have the same spectrum if one is the other shifted.
+    """
+    return torch.fft.rfft2(maps.float(), norm="ortho").abs()
+
+
+def texture_mode_seeking_loss(
+    maps_a: torch.Tensor, maps_b: torch.Tensor, noise_a: torch.Tensor, noise_b: torch.Tensor
+) -> torch.Tensor:
+    """The mode-seeking term on texture maps, compared by their amplitude spectra.
+
+    In pixels, the shuffler's random shift makes any two maps differ, and a mechanism could
+    satisfy the plain term by shifting one pattern; the spectra differ only if the textures do.
+    """
+    return mode_seeking_loss(amplitude_spectrum(maps_a), amplitude_spectrum(maps_b), noise_a, noise_b)
 
 
 def frame_pixels(images: torch.Tensor, width: int) -> torch.Tensor:

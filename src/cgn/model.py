@@ -110,10 +110,17 @@ class CGN(LabelConditioned):
         return self.shape(self._input(noise, labels))  # (B, 1, H, W)
 
     def make_foreground(self, noise: torch.Tensor, labels: torch.Tensor, generator=None) -> torch.Tensor:
-        return self.shuffler(self.texture(self._input(noise, labels)), generator)  # (B, 3, H, W)
+        return self.shuffler(self.texture_map(noise, labels), generator)  # (B, 3, H, W)
 
     def make_background(self, noise: torch.Tensor, labels: torch.Tensor, generator=None) -> torch.Tensor:
-        return self.shuffler(self.background(self._input(noise, labels)), generator)  # (B, 3, H, W)
+        return self.shuffler(self.background_map(noise, labels), generator)  # (B, 3, H, W)
+
+    # The two maps before the shuffler's shift (training's texture mode-seeking term).
+    def texture_map(self, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.texture(self._input(noise, labels))  # (B, 3, H, W)
+
+    def background_map(self, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.background(self._input(noise, labels))  # (B, 3, H, W)
 
 
 @dataclass

@@ -51,6 +51,7 @@ from cgn.losses import (
     mode_seeking_loss,
     r1_penalty,
     shape_view,
+    texture_mode_seeking_loss,
     wrong_labels,
 )
 from cgn.model import CGNOutput, build_generator, recalibrate_batchnorm
@@ -314,15 +315,28 @@ class Trainer:
                 s_fake = self.shape_discriminator(fake_view, y_gen)
                 parts["shape_view"] = self.config.loss.shape_view_weight * generator_adversarial_loss(s_fake.float())
                 loss_g = loss_g + parts["shape_view"]
-            if self.mode_seeking_on and mask is not None:
-                # A second mask per label from fresh noise (drawn only when the term is on, so
-                # runs without it keep their random streams).
+            shapes_seek, textures_seek = self.mode_seeking_on and mask is not None, self.texture_mode_seeking_on
+            if shapes_seek or textures_seek:
+                # Second maps per label from one fresh noise (drawn only when a term is on, so
+                # runs without them keep their random streams).
                 noise_b = self.generator.sample_noise(b, self.rng)
+            if shapes_seek:
                 mask_b = self.generator.make_mask(noise_b, y_gen).float()
                 parts["mode_seeking"] = self.config.loss.mode_seeking_weight * mode_seeking_loss(
                     mask, mask_b, noise, noise_b
                 )
                 loss_g = loss_g + parts["mode_seeking"]
+            if textures_seek:
+                # The shuffled maps against unshuffled ones: their spectra ignore the shift.
+                parts["texture_mode_seeking"] = self.config.loss.texture_mode_seeking_weight * (
+                    texture_mode_seeking_loss(
+                        out.foreground, self.generator.texture_map(noise_b, y_gen), noise, noise_b
+                    )
+                    + texture_mode_seeking_loss(
+                        out.background, self.generator.background_map(noise_b, y_gen), noise, noise_b
+                    )
+                )
+                loss_g = loss_g + parts["texture_mode_seeking"]
             with self.autocast(enabled=False):
                 loss_g.backward(inputs=self.generator_parameters, retain_graph=self.reuse_fake_scores)
 
@@ -457,6 +471,11 @@ class Trainer:
         return (
             bool(c.mismatch_weight or c.shape_view_mismatch_weight) and self.step >= c.mismatch_start * self.total_steps
         )
+
+    @property
+    def texture_mode_seeking_on(self) -> bool:
+        """Whether steps add the texture mode-seeking term (a CGN's texture mechanisms only)."""
+        return self.config.loss.texture_mode_seeking_weight > 0 and hasattr(self.generator, "texture_map")
 
     @property
     def mode_seeking_on(self) -> bool:

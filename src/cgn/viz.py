@@ -103,3 +103,21 @@ def counterfactual_sheet(model, shape: int, generator: torch.Generator, num_clas
     return image_sheet(
         rows, row_titles=[f"texture {t}" for t in range(k)], title=f"shape {shape}; columns: background 0..{k - 1}"
     )
+
+
+@torch.no_grad()
+def variety_sheet(model, per_class: int = 12, generator: torch.Generator | None = None, scale: int = 3) -> Image.Image:
+    """What each texture mechanism draws for one label as its noise varies: a row per class of
+    ``per_class`` texture maps, then the same for the background, before the shuffler's shift.
+    A row of identical maps is a mechanism that ignores its noise."""
+    k = model.config.num_classes
+    labels = torch.arange(k, device=model.device).repeat_interleave(per_class)
+    noise = model.sample_noise(len(labels), generator)
+    rows = []
+    for draw in (model.texture_map, model.background_map):
+        maps = draw(noise, labels).float().cpu()
+        rows += list(maps.view(k, per_class, *maps.shape[1:]))
+    titles = [f"{what} {c}" for what in ("texture", "background") for c in range(k)]
+    return image_sheet(
+        rows, row_titles=titles, title="one label, fresh noise per column (before the shift)", scale=scale
+    )
