@@ -49,6 +49,7 @@ def test_a_run_writes_its_artefacts(tmp_path, data_root, debug_config):
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [2, 4, 6, 8] and {"g", "d", "adv", "mask", "images_per_s"} <= set(lines[0])
     assert (run / "samples" / "step_0000004.png").exists() and (run / "samples" / "counterfactuals_shape3.png").exists()
+    assert (run / "samples" / "variety.png").exists()
     model, config, metadata = load_cgn(result.checkpoint)
     assert config == debug_config and metadata["step"] == "8" and not model.training
 

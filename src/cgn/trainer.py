@@ -57,7 +57,7 @@ from cgn.losses import (
 from cgn.model import CGNOutput, build_generator, recalibrate_batchnorm
 from cgn.precision import resolve_precision
 from cgn.seeding import derive_seed, make_generator
-from cgn.viz import counterfactual_sheet, image_sheet, mechanism_sheet, save_image
+from cgn.viz import counterfactual_sheet, image_sheet, mechanism_sheet, save_image, variety_sheet
 
 log = logging.getLogger(__name__)
 KEEP_CHECKPOINTS = 2
@@ -603,13 +603,17 @@ class Trainer:
 
     @torch.no_grad()
     def write_counterfactual_sheets(self) -> None:
-        """One shape (fixed noise) across 10 textures (rows) × 10 backgrounds (columns)."""
+        """One shape (fixed noise) across 10 textures (rows) × 10 backgrounds (columns), one
+        sheet per shape; and a CGN's variety sheet (``viz.variety_sheet``)."""
         generator = self.output_generator
         generator.eval()
         for shape in range(self.config.model.num_classes):
             g = make_generator(self.config.train.seed, "counterfactual_sheet", shape)
             sheet = counterfactual_sheet(generator, shape, g)
             save_image(sheet, self.run_dir / "samples" / f"counterfactuals_shape{shape}.png")
+        if hasattr(generator, "texture_map"):  # a CGN: does each texture mechanism use its noise?
+            sheet = variety_sheet(generator, generator=make_generator(self.config.train.seed, "variety_sheet"))
+            save_image(sheet, self.run_dir / "samples" / "variety.png")
         self.generator.train()
 
     # -- checkpoints --------------------------------------------------------------------------
