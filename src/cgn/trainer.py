@@ -475,7 +475,7 @@ class Trainer:
     @property
     def texture_mode_seeking_on(self) -> bool:
         """Whether steps add the texture mode-seeking term (a CGN's texture mechanisms only)."""
-        return self.config.loss.texture_mode_seeking_weight > 0 and hasattr(self.generator, "texture_map")
+        return self.config.loss.texture_mode_seeking_weight > 0 and self.config.model.generator == "cgn"
 
     @property
     def mode_seeking_on(self) -> bool:
@@ -604,16 +604,15 @@ class Trainer:
     @torch.no_grad()
     def write_counterfactual_sheets(self) -> None:
         """One shape (fixed noise) across 10 textures (rows) × 10 backgrounds (columns), one
-        sheet per shape; and a CGN's variety sheet (``viz.variety_sheet``)."""
+        sheet per shape; and the variety sheet (``viz.variety_sheet``). A CGN's only."""
         generator = self.output_generator
         generator.eval()
         for shape in range(self.config.model.num_classes):
             g = make_generator(self.config.train.seed, "counterfactual_sheet", shape)
             sheet = counterfactual_sheet(generator, shape, g)
             save_image(sheet, self.run_dir / "samples" / f"counterfactuals_shape{shape}.png")
-        if hasattr(generator, "texture_map"):  # a CGN: does each texture mechanism use its noise?
-            sheet = variety_sheet(generator, generator=make_generator(self.config.train.seed, "variety_sheet"))
-            save_image(sheet, self.run_dir / "samples" / "variety.png")
+        sheet = variety_sheet(generator, generator=make_generator(self.config.train.seed, "variety_sheet"))
+        save_image(sheet, self.run_dir / "samples" / "variety.png")  # does each texture mechanism use its noise?
         self.generator.train()
 
     # -- checkpoints --------------------------------------------------------------------------
