@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cgn.allocator import reexec_with_allocator
 from cgn.checkpoint import load_cgn, load_state, read_weights
 from cgn.environment import write_result
 from cgn.evaluation import evaluate_cgn
@@ -60,4 +61,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

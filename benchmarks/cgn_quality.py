@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from cgn.allocator import reexec_with_allocator
 from cgn.checkpoint import load_cgn, save_weights
 from cgn.config import load_config
 from cgn.environment import write_result
@@ -146,4 +147,5 @@ def train_with_curve(config, run_dir: Path, eval_at: list[int], dataset: str) ->
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

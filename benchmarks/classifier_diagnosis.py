@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from cgn.allocator import reexec_with_allocator
 from cgn.checkpoint import load_cgn
 from cgn.classifier import train_classifier
 from cgn.counterfactuals import CounterfactualDataset
@@ -105,4 +106,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cgn.allocator import reexec_with_allocator
 from cgn.classifier import ClassifierConfig, MixedSource, train_classifier
 from cgn.counterfactuals import CounterfactualDataset
 from cgn.data import build_dataset
@@ -54,4 +55,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

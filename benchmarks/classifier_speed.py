@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from cgn.allocator import reexec_with_allocator
 from cgn.classifier import MNISTClassifier
 from cgn.data import build_dataset
 from cgn.environment import write_result
@@ -102,4 +103,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

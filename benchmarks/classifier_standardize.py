@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from cgn.allocator import reexec_with_allocator
 from cgn.classifier import ClassifierConfig, MixedSource, Subset, accuracy, train_classifier
 from cgn.counterfactuals import CounterfactualDataset
 from cgn.data import build_dataset
@@ -103,4 +104,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

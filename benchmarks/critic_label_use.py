@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from cgn.allocator import reexec_with_allocator
 from cgn.checkpoint import load_cgn, load_state, read_weights
 from cgn.data import build_dataset
 from cgn.data.base import NUM_CLASSES
@@ -123,4 +124,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

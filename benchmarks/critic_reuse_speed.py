@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from cgn.allocator import reexec_with_allocator
 from cgn.config import load_config
 from cgn.environment import write_result
 from cgn.trainer import Trainer, speed_row, trainer_speed
@@ -92,4 +93,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

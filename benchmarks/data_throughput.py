@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from cgn.allocator import reexec_with_allocator
 from cgn.data import build_dataset, dataset_names
 from cgn.data.mnist import load_mnist
 from cgn.environment import write_result
@@ -78,4 +79,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cgn.allocator import reexec_with_allocator
 from cgn.checkpoint import save_weights
 from cgn.config import paper_config
 from cgn.counterfactuals import GenerationSpec, generate_counterfactuals
@@ -89,4 +90,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

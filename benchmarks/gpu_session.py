@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from cgn.allocator import reexec_with_allocator
 from cgn.config import load_config
 from cgn.environment import describe
 from cgn.evaluation import evaluate_cgn
@@ -288,4 +289,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

@@ -23,6 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from cgn.allocator import reexec_with_allocator
 from cgn.environment import write_result
 from cgn.losses import GRAM_CHUNK_FLOATS, gram, gram_l1_loss
 
@@ -127,4 +128,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

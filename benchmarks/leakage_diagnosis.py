@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from cgn_quality import ORIGINAL, mirror  # benchmarks/ is on the path when run as a script
 
+from cgn.allocator import reexec_with_allocator
 from cgn.checkpoint import load_cgn
 from cgn.data.base import NUM_CLASSES
 from cgn.digit_classifier import load_or_train_digit_classifier
@@ -130,4 +131,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from cgn.allocator import reexec_with_allocator
 from cgn.checkpoint import load_cgn
 from cgn.digit_classifier import load_or_train_digit_classifier
 from cgn.environment import write_result
@@ -75,4 +76,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

@@ -16,6 +16,7 @@ import json
 
 import torch
 
+from cgn.allocator import reexec_with_allocator
 from cgn.checkpoint import load_cgn
 from cgn.classifier import ClassifierConfig, train_classifier
 from cgn.data.base import digit_masks
@@ -82,4 +83,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from cgn.allocator import reexec_with_allocator
 from cgn.config import paper_config
 from cgn.environment import median_seconds, write_result
 from cgn.precision import bf16_is_native, resolve_precision
@@ -103,4 +104,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

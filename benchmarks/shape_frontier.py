@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from cgn_quality import ORIGINAL, mirror  # benchmarks/ is on the path when run as a script
 
+from cgn.allocator import reexec_with_allocator
 from cgn.checkpoint import load_cgn
 from cgn.environment import write_result
 from cgn.evaluation import evaluate_cgn
@@ -95,4 +96,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

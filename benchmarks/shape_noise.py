@@ -22,6 +22,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from cgn.allocator import reexec_with_allocator
 from cgn.checkpoint import load_cgn
 from cgn.classifier import MixedSource, train_classifier
 from cgn.counterfactuals import CounterfactualDataset, GenerationSpec, generate_counterfactuals
@@ -92,4 +93,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

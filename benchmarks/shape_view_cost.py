@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from cgn.allocator import reexec_with_allocator
 from cgn.config import load_config
 from cgn.environment import write_result
 from cgn.trainer import resolve_run_config, training_speed
@@ -70,4 +71,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from cgn import losses
+from cgn.allocator import reexec_with_allocator
 from cgn.config import LossConfig
 from cgn.data import build_dataset
 from cgn.digit_classifier import load_or_train_digit_classifier
@@ -93,4 +94,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

@@ -21,6 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from cgn.allocator import reexec_with_allocator
 from cgn.config import CGNConfig
 from cgn.environment import describe
 from cgn.files import write_text
@@ -89,4 +90,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

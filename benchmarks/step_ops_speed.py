@@ -23,6 +23,7 @@ from unittest import mock
 import torch
 
 from cgn import mechanisms
+from cgn.allocator import reexec_with_allocator
 from cgn.config import load_config
 from cgn.environment import write_result
 from cgn.trainer import Trainer, speed_row, trainer_speed
@@ -120,4 +121,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

@@ -17,6 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
+from cgn.allocator import reexec_with_allocator
 from cgn.checkpoint import load_cgn
 from cgn.environment import write_result
 from cgn.evaluation import evaluate_cgn
@@ -71,4 +72,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from cgn.allocator import reexec_with_allocator
 from cgn.checkpoint import load_cgn
 from cgn.data.textures import load_textures
 from cgn.data.wildlife import prepare_texture_bank
@@ -96,4 +97,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from cgn import mechanisms
 from cgn import trainer as trainer_module
+from cgn.allocator import reexec_with_allocator
 from cgn.config import paper_config
 from cgn.environment import matmul_gflops, write_result
 from cgn.losses import StyleLoss, discriminator_adversarial_loss, gram
@@ -256,4 +257,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from cgn.allocator import reexec_with_allocator
 from cgn.config import ModelConfig, load_config
 from cgn.environment import median_seconds, write_result
 from cgn.mechanisms import UpBlock
@@ -120,4 +121,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_allocator()
     main()

@@ -63,7 +63,15 @@ def git_dirty(cwd: str | os.PathLike | None = None) -> bool | None:
 
 def describe() -> dict[str, object]:
     """A JSON-ready description of where and with what a result was produced."""
-    return {"machine": machine(), "versions": versions(), "git_commit": git_commit(), "git_dirty": git_dirty()}
+    from cgn.allocator import in_use
+
+    return {
+        "machine": machine(),
+        "versions": versions(),
+        "allocator": in_use(),
+        "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
+    }
 
 
 def write_result(path: str | os.PathLike, result: dict[str, object], argv: list[str] | None = None) -> Path:
