@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes.util
+import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -126,4 +127,7 @@ def reexec_with_allocator() -> None:
         env.setdefault(key, value)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    try:
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    except OSError as e:  # the process is unchanged: go on with the system's malloc
+        logging.getLogger(__name__).warning("could not restart on %s (%s); using the system's malloc", library, e)
