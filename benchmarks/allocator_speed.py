@@ -15,15 +15,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from cgn.allocator import ENV, find_library, in_use, reexec_with_allocator
+from workers import ms_per_step, run_worker
+
+from cgn.allocator import find_library, in_use, reexec_with_allocator
 from cgn.environment import matmul_gflops, write_result
 
 # (dataset, style loss): the paper's configs at batch 16 in bf16, as train_speed.py times them
@@ -43,29 +42,12 @@ def worker(config: str, precision: str, warmup: int, steps: int, blocks: int) ->
     dataset, style = CONFIGS[config]
     with tempfile.TemporaryDirectory() as tmp:
         trainer = make_trainer(dataset, 16, style, precision, Path(tmp))
-        for _ in range(warmup):
-            trainer.train_step()
-        ms = []
-        for _ in range(blocks):
-            start = time.perf_counter()
-            for _ in range(steps):
-                trainer.train_step()
-            ms.append((time.perf_counter() - start) * 1000 / steps)
+        ms = ms_per_step(trainer.train_step, warmup, steps, blocks)
         digest = hashlib.sha256()
         for module in (trainer.generator, trainer.discriminator):
             for tensor in module.state_dict().values():
                 digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return {"allocator": in_use(), "ms_per_step": ms, "weights_sha256": digest.hexdigest()}
-
-
-def run_worker(args: argparse.Namespace, config: str, allocator: str) -> dict[str, object]:
-    command = [sys.executable, __file__, "--worker", config, "--precision", args.precision]
-    command += ["--warmup", str(args.warmup), "--steps", str(args.steps), "--blocks", str(args.blocks)]
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "CGN_ALLOCATOR_ACTIVE")}
-    done = subprocess.run(command, env={**env, ENV: allocator}, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"worker {config} on {allocator} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -91,7 +73,8 @@ def main() -> None:
     for round_ in range(args.rounds):
         for config in args.configs:
             for allocator in args.allocators:
-                result = run_worker(args, config, allocator)
+                arguments = [__file__, "--worker", config, "--precision", args.precision, "--warmup", str(args.warmup)]
+                result = run_worker([*arguments, "--steps", str(args.steps), "--blocks", str(args.blocks)], allocator)
                 runs[config][allocator].append(result)
                 print(
                     f"round {round_ + 1} {config} {allocator}: {statistics.median(result['ms_per_step']):.2f} ms/step"

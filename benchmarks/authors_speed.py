@@ -35,20 +35,18 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 import types
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from workers import ms_per_step, run_worker
 
-from cgn.allocator import ENV, find_library, in_use, reexec_with_allocator
+from cgn.allocator import find_library, in_use, reexec_with_allocator
 from cgn.config import paper_config
 from cgn.environment import matmul_gflops, write_result
 from cgn.losses import STYLE_SCALE, VGG16_STYLE_LAYERS, gram, vgg16_features
@@ -147,18 +145,6 @@ def authors_step(repo: Path, dataset: str, real: tuple[torch.Tensor, torch.Tenso
     return step
 
 
-def ms_per_step(step: Callable[[], None], warmup: int, steps: int, blocks: int) -> list[float]:
-    for _ in range(warmup):
-        step()
-    ms = []
-    for _ in range(blocks):
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        ms.append((time.perf_counter() - start) * 1000 / steps)
-    return ms
-
-
 def worker(args: argparse.Namespace) -> dict[str, object]:
     sys.path.insert(0, str(Path(__file__).parent))
     from train_speed import make_trainer
@@ -177,15 +163,18 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
     return {"implementation": args.worker, "allocator": in_use(), "ms_per_step": ms}
 
 
-def run_worker(args: argparse.Namespace, implementation: str, allocator: str) -> dict[str, object]:
-    command = [sys.executable, __file__, "--worker", implementation, "--dataset", args.dataset]
-    command += ["--authors-repo", str(args.authors_repo), "--warmup", str(args.warmup)]
-    command += ["--steps", str(args.steps), "--blocks", str(args.blocks)] + (["--style"] if args.style else [])
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "CGN_ALLOCATOR_ACTIVE")}
-    done = subprocess.run(command, env={**env, ENV: allocator}, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"worker {implementation} on {allocator} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def worker_arguments(args: argparse.Namespace, implementation: str) -> list[str]:
+    arguments = [
+        __file__,
+        "--worker",
+        implementation,
+        "--dataset",
+        args.dataset,
+        "--authors-repo",
+        str(args.authors_repo),
+    ]
+    arguments += ["--warmup", str(args.warmup), "--steps", str(args.steps), "--blocks", str(args.blocks)]
+    return arguments + (["--style"] if args.style else [])
 
 
 def main() -> None:
@@ -204,7 +193,9 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args)))
         return
-    paper_config(args.dataset)  # fails early on an unknown dataset
+    needed = [args.authors_repo / f for f in ("mnists/models/cgn.py", "utils/train_utils.py")]
+    if not all(path.is_file() for path in needed):
+        raise SystemExit(f"{args.authors_repo} is not a checkout of the authors' repository (no {needed[0]})")
     fast = "tcmalloc" if find_library("tcmalloc") else "system"
     # (implementation, allocator): each as it ships first, then on the other's allocator
     variants = [("authors", "system"), ("ours_bf16", fast), ("ours_fp32", fast)]
@@ -214,7 +205,7 @@ def main() -> None:
     times: dict[tuple[str, str], list[float]] = {v: [] for v in variants}
     for round_ in range(args.rounds):
         for implementation, allocator in variants:
-            result = run_worker(args, implementation, allocator)
+            result = run_worker(worker_arguments(args, implementation), allocator)
             if result["allocator"] != allocator:
                 raise SystemExit(f"worker {implementation} ran on {result['allocator']}, not {allocator}")
             times[implementation, allocator].append(statistics.median(result["ms_per_step"]))
