@@ -635,6 +635,7 @@ class Reproduction:
             "this_invocation_s": round(session_seconds, 1),
             "machine": env["machine"],
             "versions": env["versions"],
+            "allocator": env["allocator"],
             "git_commit": env["git_commit"],
             "git_dirty": env["git_dirty"],
             "schedule": _schedule_dict(self.schedule),
