@@ -279,7 +279,12 @@ def _reproduce_in_workers(args: argparse.Namespace, reproduction, out: Path, com
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cgn", description="Counterfactual Generative Networks.")
+    parser = argparse.ArgumentParser(
+        prog="cgn",
+        description="Counterfactual Generative Networks.",
+        epilog="On Linux, cgn restarts itself on tcmalloc (else jemalloc) where installed: about a tenth faster "
+        "CPU training, the same results. CGN_ALLOCATOR=auto|tcmalloc|jemalloc|system chooses.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     commands = parser.add_subparsers(dest="command", required=True)
 
