@@ -31,7 +31,7 @@ def test_write_result_records_command_and_provenance(tmp_path):
     out = write_result(tmp_path / "r.json", {"value": 1.5}, argv=["bench.py", "--steps", "2"])
     result = json.loads(out.read_text())
     assert result["value"] == 1.5 and result["command"] == "python bench.py --steps 2"
-    assert {"machine", "versions", "git_commit", "git_dirty"} <= set(result)
+    assert {"machine", "versions", "allocator", "git_commit", "git_dirty"} <= set(result)
 
 
 def test_median_seconds_times_each_variant_in_turn():

@@ -22,7 +22,6 @@ On Debian or Ubuntu: ``apt-get install libtcmalloc-minimal4``. Linux only; elsew
 from __future__ import annotations
 
 import contextlib
-import ctypes.util
 import logging
 import os
 import sys
@@ -65,12 +64,6 @@ def find_library(kind: str, search_dirs: list[Path] | None = None) -> Path | Non
         for name in LIBRARIES[kind]:
             if (directory / name).is_file():
                 return directory / name
-    if search_dirs is None:  # the dynamic loader's cache, for unusual layouts
-        found = ctypes.util.find_library("tcmalloc_minimal" if kind == "tcmalloc" else kind)
-        if found:
-            for directory in _search_dirs():
-                if (directory / found).is_file():
-                    return directory / found
     return None
 
 

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
+from cgn.allocator import in_use
+
 PACKAGES = ("cgn", "torch", "torchvision", "numpy", "pillow", "safetensors")
 
 
@@ -63,8 +65,6 @@ def git_dirty(cwd: str | os.PathLike | None = None) -> bool | None:
 
 def describe() -> dict[str, object]:
     """A JSON-ready description of where and with what a result was produced."""
-    from cgn.allocator import in_use
-
     return {
         "machine": machine(),
         "versions": versions(),
