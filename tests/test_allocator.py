@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import cgn
+from cgn import allocator
 from cgn.allocator import ACTIVE_ENV, ENV, AllocatorError, find_library, in_use, plan
 from tests.conftest import REPO
 
@@ -42,6 +43,14 @@ def test_nothing_is_restarted_when_off_already_restarted_or_already_preloaded(li
     assert plan({ACTIVE_ENV: "/x/libtcmalloc_minimal.so.4"}, [libs]) is None
     assert plan({"LD_PRELOAD": "/opt/libjemalloc.so.2"}, [libs]) is None
     assert in_use({"LD_PRELOAD": "/opt/libjemalloc.so.2"}) == "jemalloc" and in_use({}) == "system"
+
+
+def test_an_interactive_session_is_never_replaced(libs, monkeypatch, caplog):
+    monkeypatch.setattr(allocator, "plan", lambda environ: libs / "libtcmalloc_minimal.so.4")
+    monkeypatch.setattr(allocator.os, "execve", lambda *a: pytest.fail("an interactive session was replaced"))
+    monkeypatch.setitem(sys.modules, "ipykernel", object())
+    allocator.reexec_with_allocator()
+    assert "interactive session is not restarted" in caplog.text
 
 
 def run_python(code: str, *args: str, **env: str) -> subprocess.CompletedProcess:

@@ -107,11 +107,17 @@ def reexec_with_allocator() -> None:
     """Replace this process by the same command on tcmalloc/jemalloc, where :func:`plan` says so.
 
     Call it first thing in a program's entry point, before heavy imports (it returns at once
-    when there is nothing to do). The new process keeps the PID, the arguments and the
+    when there is nothing to do). An interactive session (a prompt, a notebook kernel) is left
+    alone, with a warning. The new process keeps the PID, the arguments and the
     environment, plus ``LD_PRELOAD`` and ``CGN_ALLOCATOR_ACTIVE``.
     """
     library = plan(os.environ)
     if library is None:
+        return
+    if hasattr(sys, "ps1") or "ipykernel" in sys.modules:  # a prompt or a notebook kernel: never replace it
+        logging.getLogger(__name__).warning(
+            "an interactive session is not restarted; start it with LD_PRELOAD=%s to run on that allocator", library
+        )
         return
     env = dict(os.environ)
     env["LD_PRELOAD"] = f"{library} {env['LD_PRELOAD']}".strip() if env.get("LD_PRELOAD") else str(library)
