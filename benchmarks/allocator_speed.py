@@ -16,10 +16,10 @@ import argparse
 import hashlib
 import json
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
+from train_speed import make_trainer  # benchmarks/ is on the path when run as a script
 from workers import ms_per_step, run_worker
 
 from cgn.allocator import find_library, in_use, reexec_with_allocator
@@ -36,9 +36,6 @@ CONFIGS = {
 
 def worker(config: str, precision: str, warmup: int, steps: int, blocks: int) -> dict[str, object]:
     """Time one config in this process: ms per step of each block, and a digest of the weights."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from train_speed import make_trainer
-
     dataset, style = CONFIGS[config]
     with tempfile.TemporaryDirectory() as tmp:
         trainer = make_trainer(dataset, 16, style, precision, Path(tmp))

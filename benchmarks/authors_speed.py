@@ -44,6 +44,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from train_speed import make_trainer  # benchmarks/ is on the path when run as a script
 from workers import ms_per_step, run_worker
 
 from cgn.allocator import find_library, in_use, reexec_with_allocator
@@ -146,13 +147,12 @@ def authors_step(repo: Path, dataset: str, real: tuple[torch.Tensor, torch.Tenso
 
 
 def worker(args: argparse.Namespace) -> dict[str, object]:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from train_speed import make_trainer
-
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         precision = "fp32" if args.worker == "authors" else args.worker.removeprefix("ours_")
-        trainer = make_trainer(args.dataset, BATCH, args.style, precision, Path(tmp))
+        # the authors' worker takes only a real batch from it: no style network to build there
+        style = args.style and args.worker != "authors"
+        trainer = make_trainer(args.dataset, BATCH, style, precision, Path(tmp))
         if args.worker == "authors":
             batch = trainer.real_batch(0)
             real = (batch["image"].float().contiguous(), batch["label"])

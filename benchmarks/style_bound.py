@@ -17,11 +17,11 @@ import contextlib
 import copy
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
 from train_speed import AUTHORS  # benchmarks/ is on the path when run as a script
+from workers import ms_per_step
 
 from cgn.allocator import reexec_with_allocator
 from cgn.environment import write_result
@@ -44,15 +44,7 @@ def vgg_ms(features: torch.nn.Module, batch: int, precision: str, repeats: int, 
             out = features(generated)
         out.float().sum().backward()
 
-    for _ in range(3):
-        once()
-    times = []
-    for _ in range(blocks):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            once()
-        times.append((time.perf_counter() - start) / repeats * 1000)
-    return statistics.median(times)
+    return statistics.median(ms_per_step(once, 3, repeats, blocks))
 
 
 def main() -> None:

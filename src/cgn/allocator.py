@@ -30,6 +30,8 @@ from pathlib import Path
 
 from cgn.errors import CGNError
 
+log = logging.getLogger(__name__)
+
 ENV = "CGN_ALLOCATOR"
 #: Set in the replaced process's environment, so that it never replaces itself again.
 ACTIVE_ENV = "CGN_ALLOCATOR_ACTIVE"
@@ -115,7 +117,7 @@ def reexec_with_allocator() -> None:
     if library is None:
         return
     if hasattr(sys, "ps1") or "ipykernel" in sys.modules:  # a prompt or a notebook kernel: never replace it
-        logging.getLogger(__name__).warning(
+        log.warning(
             "an interactive session is not restarted; start it with LD_PRELOAD=%s to run on that allocator", library
         )
         return
@@ -129,4 +131,4 @@ def reexec_with_allocator() -> None:
     try:
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
     except OSError as e:  # the process is unchanged: go on with the system's malloc
-        logging.getLogger(__name__).warning("could not restart on %s (%s); using the system's malloc", library, e)
+        log.warning("could not restart on %s (%s); using the system's malloc", library, e)

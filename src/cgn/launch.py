@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import sys
 
+from cgn.allocator import AllocatorError, reexec_with_allocator
+
 
 def main() -> int:
-    from cgn.allocator import AllocatorError, reexec_with_allocator
-
     try:
         reexec_with_allocator()
     except AllocatorError as e:
