@@ -67,6 +67,7 @@ def test_overrides_are_typed():
         ("loss.r1_weight=-0.5", "loss.r1_weight must not be negative"),
         ("loss.r1_every=0", "loss.r1_every must be positive"),
         ("model.upsample_conv=transposed", "model.upsample_conv must be 'interpolate' or 'phase'"),
+        ("model.map_padding=reflect", "model.map_padding must be 'zeros' or 'circular'"),
         ("train.dataset=svhn", "unknown dataset 'svhn'"),
         ("train.precision=fp16", "train.precision must be 'fp32', 'bf16' or 'auto'"),
         ("nonsense", "must look like section.key=value"),
@@ -77,6 +78,11 @@ def test_bad_values_are_one_line_errors(override, message):
     with pytest.raises(ConfigError) as info:
         load_config(None, [override])
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_circular_map_padding_needs_the_cgn_mechanisms():
+    with pytest.raises(ConfigError, match="model.generator='cgan' has none"):
+        load_config(None, ["model.generator=cgan", "model.map_padding=circular"])
 
 
 def test_missing_and_malformed_files(tmp_path):

@@ -157,6 +157,45 @@ def test_both_upsample_convs_share_parameters_and_outputs():
     torch.testing.assert_close(out_b.image, out_a.image, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize(("cin", "cout", "size"), [(6, 4, 8), (3, 7, 5)])
+def test_circular_phase_upsample_conv_is_upsample_then_circular_conv(cin, cout, size, memory_format):
+    """With circular borders the phase form still equals upsampling then the 3×3 conv."""
+    torch.manual_seed(0)
+    phase = UpsampleConv2d(cin, cout, padding_mode="circular").double().to(memory_format=memory_format)
+    plain = torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False, padding_mode="circular").double()
+    plain.weight.data.copy_(phase.weight.data)
+    x = torch.randn(2, cin, size, size, dtype=torch.float64).contiguous(memory_format=memory_format)
+    x.requires_grad_(True)
+    out, expected = phase(x), plain(torch.nn.functional.interpolate(x, scale_factor=2))
+    assert out.is_contiguous(memory_format=memory_format)
+    torch.testing.assert_close(out, expected)
+    upstream = torch.randn_like(expected)
+    grads = torch.autograd.grad(out, (x, phase.weight), upstream)
+    expected_grads = torch.autograd.grad(expected, (x, plain.weight), upstream)
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("upsample_conv", ["interpolate", "phase"])
+def test_circular_maps_have_no_seam(upsample_conv):
+    """With ``model.map_padding="circular"`` the texture mechanism's convolutions commute with
+    circular shifts (a shift of its 8×8 start is a 4× shift of the map), so the shuffler's
+    window shows no seam where the map's edges meet; with zero borders they do not commute."""
+    torch.manual_seed(0)
+    for padding, commutes in (("circular", True), ("zeros", False)):
+        model = CGN(replace(TINY, map_padding=padding, upsample_conv=upsample_conv)).eval()
+        body = model.texture
+        start = torch.randn(2, body.fc.out_features // body.start**2, body.start, body.start)
+
+        def draw(x, body=body):
+            return torch.tanh(body.out_norm(body.out(body.up2(body.up1(x)))))
+
+        shifted = draw(torch.roll(start, shifts=(1, 3), dims=(2, 3)))
+        expected = torch.roll(draw(start), shifts=(4, 12), dims=(2, 3))
+        assert torch.allclose(shifted, expected, atol=1e-5) == commutes
+
+
 def test_shuffler_preserves_content_and_is_seeded():
     x = torch.randn(4, 3, 32, 32)
     a = Shuffler()(x, torch.Generator().manual_seed(1))

@@ -47,6 +47,10 @@ class ModelConfig:
     # paper's code, or "phase" (ours): the same function at the input's size, about half the
     # multiply-adds, equal up to float rounding (mechanisms.UpsampleConv2d).
     upsample_conv: str = "interpolate"
+    # The texture and background mechanisms' convolution borders: "zeros" as the paper, or
+    # "circular" (ours): the shuffler shifts each map circularly, and a map drawn with zero
+    # borders shows the seam where its edges meet as a cross inside the shifted image.
+    map_padding: str = "zeros"
 
     def validate(self) -> None:
         _check(
@@ -57,6 +61,14 @@ class ModelConfig:
         _check(
             self.upsample_conv in ("interpolate", "phase"),
             f"model.upsample_conv must be 'interpolate' or 'phase', not {self.upsample_conv!r}",
+        )
+        _check(
+            self.map_padding in ("zeros", "circular"),
+            f"model.map_padding must be 'zeros' or 'circular', not {self.map_padding!r}",
+        )
+        _check(
+            self.map_padding == "zeros" or self.generator == "cgn",
+            "model.map_padding applies to the CGN's texture and background maps; model.generator='cgan' has none",
         )
         _check(self.image_size % 4 == 0 and self.image_size > 0, "model.image_size must be a positive multiple of 4")
         for name in ("num_classes", "latent_dim", "ngf", "ndf", "shape_ndf"):

@@ -59,13 +59,15 @@ class UpsampleConv2d(nn.Conv2d):
     """Nearest ×2 upsampling then a 3×3 conv (padding 1, no bias), computed at the input's size.
 
     The same function and the same parameter as ``Upsample2x`` → ``nn.Conv2d(cin, cout, 3,
-    padding=1)``, equal up to float rounding: one stride-2 transposed convolution with the
-    folded 4×4 kernel (:func:`transposed_kernel`). 9/16 of the multiply-adds at 8 → 16 and 1/2
-    at 16 → 32 (measured: docs/speed.md, "Up-blocks at the input's size").
+    padding=1, padding_mode=padding_mode)``, equal up to float rounding: one stride-2 transposed
+    convolution with the folded 4×4 kernel (:func:`transposed_kernel`). 9/16 of the
+    multiply-adds at 8 → 16 and 1/2 at 16 → 32 (measured: docs/speed.md, "Up-blocks at the
+    input's size"). With ``padding_mode="circular"`` the input is wrapped by one pixel first:
+    the upsampled map's wrapped neighbours are the input's.
     """
 
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__(cin, cout, 3, padding=1, bias=False)
+    def __init__(self, cin: int, cout: int, padding_mode: str = "zeros") -> None:
+        super().__init__(cin, cout, 3, padding=1, bias=False, padding_mode=padding_mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The folded kernel keeps the weight's layout: with a channels-last weight the
@@ -74,6 +76,11 @@ class UpsampleConv2d(nn.Conv2d):
         channels_last = self.weight.is_contiguous(memory_format=torch.channels_last)
         layout = torch.channels_last if channels_last else torch.contiguous_format
         kernel = transposed_kernel(self.weight).to(x.dtype, memory_format=layout)
+        if self.padding_mode == "circular":
+            # Input row j lands on output rows 2j − 1 .. 2j + 2; after a one-pixel wrap it sits
+            # at row j + 1, so cropping 3 rows (not 1) keeps the output on the same grid.
+            wrapped = F.pad(x, (1, 1, 1, 1), mode="circular")
+            return F.conv_transpose2d(wrapped.contiguous(memory_format=layout), kernel, stride=2, padding=3)
         return F.conv_transpose2d(x, kernel, stride=2, padding=1)
 
 
@@ -82,14 +89,16 @@ class UpBlock(nn.Sequential):
 
     ``upsample_conv``: "interpolate" upsamples then convolves (the paper's code); "phase"
     computes the same two steps at the input's size (:class:`UpsampleConv2d`). Index 1 holds
-    the conv's weight in both, so checkpoints load into either.
+    the conv's weight in both, so checkpoints load into either. ``padding_mode``: the conv's
+    border, "zeros" (the paper) or "circular" (``model.map_padding``).
     """
 
-    def __init__(self, cin: int, cout: int, upsample_conv: str = "interpolate") -> None:
+    def __init__(self, cin: int, cout: int, upsample_conv: str = "interpolate", padding_mode: str = "zeros") -> None:
         if upsample_conv == "phase":
-            upsample, conv = nn.Identity(), UpsampleConv2d(cin, cout)
+            upsample, conv = nn.Identity(), UpsampleConv2d(cin, cout, padding_mode)
         elif upsample_conv == "interpolate":
-            upsample, conv = Upsample2x(), nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+            upsample = Upsample2x()
+            conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False, padding_mode=padding_mode)
         else:
             raise ValueError(f"upsample_conv must be 'interpolate' or 'phase', not {upsample_conv!r}")
         super().__init__(upsample, conv, nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True))
@@ -119,17 +128,28 @@ class ShapeMechanism(nn.Module):
 
 
 class TextureMechanism(nn.Module):
-    """f_text(u, y_t) → foreground map (B, 3, H, W) in [-1, 1]."""
+    """f_text(u, y_t) → foreground map (B, 3, H, W) in [-1, 1].
+
+    ``padding_mode`` (``model.map_padding``): "zeros", the paper, draws a map whose opposite
+    edges do not meet, so the shuffler's circular shift shows that seam as a cross inside the
+    image; "circular" (ours) convolves on the torus that the shift wraps the map around.
+    """
 
     def __init__(
-        self, in_dim: int, ngf: int = 32, image_size: int = 32, channels: int = 3, upsample_conv: str = "interpolate"
+        self,
+        in_dim: int,
+        ngf: int = 32,
+        image_size: int = 32,
+        channels: int = 3,
+        upsample_conv: str = "interpolate",
+        padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
         self.start = image_size // 4
         self.fc = nn.Linear(in_dim, 2 * ngf * self.start**2)
-        self.up1 = UpBlock(2 * ngf, 2 * ngf, upsample_conv)
-        self.up2 = UpBlock(2 * ngf, ngf, upsample_conv)
-        self.out = nn.Conv2d(ngf, channels, 3, padding=1)
+        self.up1 = UpBlock(2 * ngf, 2 * ngf, upsample_conv, padding_mode)
+        self.up2 = UpBlock(2 * ngf, ngf, upsample_conv, padding_mode)
+        self.out = nn.Conv2d(ngf, channels, 3, padding=1, padding_mode=padding_mode)
         self.out_norm = nn.BatchNorm2d(channels)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

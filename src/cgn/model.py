@@ -71,8 +71,9 @@ class CGN(LabelConditioned):
         self.label_embedding = nn.Embedding(config.num_classes, config.num_classes)
         up = config.upsample_conv
         self.shape = ShapeMechanism(in_dim, config.ngf, config.image_size, config.mask_offset, upsample_conv=up)
-        self.texture = TextureMechanism(in_dim, config.ngf, config.image_size, upsample_conv=up)
-        self.background = BackgroundMechanism(in_dim, config.ngf, config.image_size, upsample_conv=up)
+        pad = config.map_padding
+        self.texture = TextureMechanism(in_dim, config.ngf, config.image_size, upsample_conv=up, padding_mode=pad)
+        self.background = BackgroundMechanism(in_dim, config.ngf, config.image_size, upsample_conv=up, padding_mode=pad)
         self.shuffler = Shuffler()
         init_weights(self, config.init_type, config.init_gain)
 
