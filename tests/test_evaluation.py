@@ -32,6 +32,7 @@ from cgn.evaluation import (
     mask_statistics,
     random_crops,
     real_features,
+    seam_contrast,
     shape_leakage,
     stretched_grey,
     texture_classifier,
@@ -349,3 +350,14 @@ def test_confidence_intervals_cover_the_rates_only():
     assert set(intervals) == {"shape_effectiveness", "texture_effectiveness", "shape_leakage_foreground"}
     for key, (low, high) in intervals.items():
         assert 0.0 <= low <= metrics[key] <= high <= 1.0
+
+
+def test_seam_contrast_tells_a_tiling_map_from_a_ramp():
+    """A periodic pattern's wrap looks like any neighbour pair (1); a ramp's jumps (31 steps)."""
+    grid = torch.arange(32.0) / 32
+    periodic = torch.sin(2 * torch.pi * (grid[:, None] + 2 * grid[None, :])).expand(2, 3, 32, 32)
+    assert seam_contrast(periodic) == pytest.approx(1.0, rel=1e-3)
+    ramp = (grid[:, None] + grid[None, :]).expand(2, 3, 32, 32)
+    assert seam_contrast(ramp) == pytest.approx(31.0, rel=1e-3)
+    shifted = torch.roll(periodic, shifts=(5, 9), dims=(2, 3))
+    assert seam_contrast(shifted) == pytest.approx(seam_contrast(periodic), rel=1e-4)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from cgn.composer import compose
-from cgn.config import ModelConfig
+from cgn.checkpoint import load_cgn, save_weights
+from cgn.config import CGNConfig, ModelConfig
 from cgn.discriminator import ConvDiscriminator, LinearDiscriminator, build_discriminator, build_shape_discriminator
 from cgn.errors import LabelError
 from cgn.mechanisms import _FOLD, Shuffler, UpBlock, UpsampleConv2d, circular_shift, transposed_kernel
@@ -194,6 +195,20 @@ def test_circular_maps_have_no_seam(upsample_conv):
         shifted = draw(torch.roll(start, shifts=(1, 3), dims=(2, 3)))
         expected = torch.roll(draw(start), shifts=(4, 12), dims=(2, 3))
         assert torch.allclose(shifted, expected, atol=1e-5) == commutes
+
+
+def test_a_checkpoint_keeps_its_map_padding(tmp_path):
+    config = CGNConfig(model=replace(TINY, map_padding="circular"))
+    model = CGN(config.model).eval()
+    path = save_weights(tmp_path / "cgn.safetensors", model, config=config, kind="cgn", step=0)
+    loaded, loaded_config, _ = load_cgn(path)
+    assert loaded_config.model.map_padding == "circular"
+    assert loaded.texture.out.padding_mode == loaded.background.up1[1].padding_mode == "circular"
+    labels = torch.arange(4)
+    with torch.no_grad():
+        a = model(labels, generator=torch.Generator().manual_seed(0))
+        b = loaded(labels, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a.image, b.image)
 
 
 def test_shuffler_preserves_content_and_is_seeded():

@@ -152,6 +152,20 @@ def texture_features(maps: torch.Tensor) -> torch.Tensor:
     return torch.cat([mean, std, histogram, dx, dy], dim=1)
 
 
+def seam_contrast(maps: torch.Tensor) -> float:
+    """How much the seam where a map's opposite edges meet stands out, for maps (B, C, H, W).
+
+    The mean absolute difference across the wrap (last column against first, last row against
+    first) over the mean absolute difference between neighbours inside the map, both axes
+    pooled. The shuffler's circular shift puts that seam inside the image: 1 means it looks like
+    any other pair of neighbours (a map that tiles seamlessly), larger means a visible cross.
+    """
+    x = maps.float()
+    inside = torch.cat([(x[..., 1:] - x[..., :-1]).flatten(), (x[..., 1:, :] - x[..., :-1, :]).flatten()])
+    wrap = torch.cat([(x[..., 0] - x[..., -1]).flatten(), (x[..., 0, :] - x[..., -1, :]).flatten()])
+    return (wrap.abs().mean() / inside.abs().mean().clamp_min(1e-12)).item()
+
+
 @dataclass
 class PrototypeClassifier:
     """Nearest prototype in a scaled feature space: ``argmin_p ‖(φ(x) − c_p) / s‖`` → label of p."""
