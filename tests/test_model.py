@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from cgn.composer import compose
 from cgn.checkpoint import load_cgn, save_weights
+from cgn.composer import compose
 from cgn.config import CGNConfig, ModelConfig
 from cgn.discriminator import ConvDiscriminator, LinearDiscriminator, build_discriminator, build_shape_discriminator
 from cgn.errors import LabelError
