@@ -12,7 +12,15 @@ from cgn.composer import compose
 from cgn.config import CGNConfig, ModelConfig
 from cgn.discriminator import ConvDiscriminator, LinearDiscriminator, build_discriminator, build_shape_discriminator
 from cgn.errors import LabelError
-from cgn.mechanisms import _FOLD, Shuffler, UpBlock, UpsampleConv2d, circular_shift, transposed_kernel
+from cgn.mechanisms import (
+    _FOLD,
+    Shuffler,
+    UpBlock,
+    UpsampleConv2d,
+    circular_pad,
+    circular_shift,
+    transposed_kernel,
+)
 from cgn.model import CGN
 from cgn.viz import variety_sheet
 
@@ -156,6 +164,20 @@ def test_both_upsample_convs_share_parameters_and_outputs():
     out_a = a(torch.arange(10), generator=torch.Generator().manual_seed(0))
     out_b = b(torch.arange(10), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(out_b.image, out_a.image, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("size", [(5, 7), (8, 8)])
+def test_circular_pad_is_torchs_circular_pad(memory_format, size):
+    x = torch.randn(2, 3, *size, dtype=torch.float64).contiguous(memory_format=memory_format).requires_grad_(True)
+    out, expected = circular_pad(x), torch.nn.functional.pad(x, (1, 1, 1, 1), mode="circular")
+    assert torch.equal(out, expected)
+    assert out.is_contiguous(memory_format=memory_format)
+    upstream = torch.randn_like(expected)
+    (grad,) = torch.autograd.grad(out, x, upstream)
+    (want,) = torch.autograd.grad(expected, x, upstream)
+    torch.testing.assert_close(grad, want)
+    assert grad.is_contiguous(memory_format=memory_format)
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
