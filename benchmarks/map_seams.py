@@ -76,12 +76,11 @@ def main() -> None:
             noise = model.sample_noise(args.maps, generator)
             maps = {"texture": model.texture_map(noise, labels), "background": model.background_map(noise, labels)}
         rows[name] = {"checkpoint": path, "map_padding": config.model.map_padding, **contrasts(maps, labels)}
-        for what, x in maps.items():
-            if args.sheet_for is not None and name not in args.sheet_for:
-                break
-            half = (x.shape[2] // 2, x.shape[3] // 2)
-            sheet_rows.append(torch.roll(x[:CLASSES], shifts=half, dims=(2, 3)).float())  # classes 0-9
-            sheet_titles.append(f"{name} {what}")
+        if args.sheet_for is None or name in args.sheet_for:
+            for what, x in maps.items():
+                half = (x.shape[2] // 2, x.shape[3] // 2)
+                sheet_rows.append(torch.roll(x[:CLASSES], shifts=half, dims=(2, 3)).float())  # classes 0-9
+                sheet_titles.append(f"{name} {what}")
     for name, row in rows.items():
         print(f"{name:24s} texture {row['texture']:.3f}  background {row['background']:.3f}")
     write_result(args.out, {"rows": rows, "maps": args.maps, "seed": args.seed})

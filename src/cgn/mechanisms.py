@@ -95,7 +95,10 @@ def circular_pad(x: torch.Tensor) -> torch.Tensor:
 
 
 class MapConv2d(nn.Conv2d):
-    """``nn.Conv2d`` (3×3, padding 1) whose circular border goes through :func:`circular_pad`."""
+    """A 3×3 ``nn.Conv2d`` with padding 1 whose circular border goes through :func:`circular_pad`."""
+
+    def __init__(self, cin: int, cout: int, *, bias: bool, padding_mode: str = "zeros") -> None:
+        super().__init__(cin, cout, 3, padding=1, bias=bias, padding_mode=padding_mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding_mode != "circular":
@@ -121,9 +124,7 @@ class UpsampleConv2d(nn.Conv2d):
         # The folded kernel keeps the weight's layout: with a channels-last weight the
         # convolution runs channels-last, as the 3×3 one it replaces would (in NCHW the bf16
         # training step was 12-15 % slower than upsampling first).
-        channels_last = self.weight.is_contiguous(memory_format=torch.channels_last)
-        layout = torch.channels_last if channels_last else torch.contiguous_format
-        kernel = transposed_kernel(self.weight).to(x.dtype, memory_format=layout)
+        kernel = transposed_kernel(self.weight).to(x.dtype, memory_format=_layout(self.weight))
         if self.padding_mode == "circular":
             # Input row j lands on output rows 2j − 1 .. 2j + 2; after a one-pixel wrap it sits
             # at row j + 1, so cropping 3 rows (not 1) keeps the output on the same grid.
@@ -145,7 +146,7 @@ class UpBlock(nn.Sequential):
             upsample, conv = nn.Identity(), UpsampleConv2d(cin, cout, padding_mode)
         elif upsample_conv == "interpolate":
             upsample = Upsample2x()
-            conv = MapConv2d(cin, cout, 3, padding=1, bias=False, padding_mode=padding_mode)
+            conv = MapConv2d(cin, cout, bias=False, padding_mode=padding_mode)
         else:
             raise ValueError(f"upsample_conv must be 'interpolate' or 'phase', not {upsample_conv!r}")
         super().__init__(upsample, conv, nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True))
@@ -196,7 +197,7 @@ class TextureMechanism(nn.Module):
         self.fc = nn.Linear(in_dim, 2 * ngf * self.start**2)
         self.up1 = UpBlock(2 * ngf, 2 * ngf, upsample_conv, padding_mode)
         self.up2 = UpBlock(2 * ngf, ngf, upsample_conv, padding_mode)
-        self.out = MapConv2d(ngf, channels, 3, padding=1, padding_mode=padding_mode)
+        self.out = MapConv2d(ngf, channels, bias=True, padding_mode=padding_mode)
         self.out_norm = nn.BatchNorm2d(channels)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
