@@ -66,6 +66,9 @@ def test_overrides_are_typed():
         ("loss.mismatch_start=1", "loss.mismatch_start must lie in"),
         ("loss.r1_weight=-0.5", "loss.r1_weight must not be negative"),
         ("loss.r1_every=0", "loss.r1_every must be positive"),
+        ("loss.label_info_weight=-1", "loss.label_info_weight must not be negative"),
+        ("loss.label_info_view=image", "loss.label_info_view must be 'map' or 'visible'"),
+        ("loss.label_info_start=1", "loss.label_info_start must lie in [0, 1)"),
         ("model.upsample_conv=transposed", "model.upsample_conv must be 'interpolate' or 'phase'"),
         ("model.map_padding=reflect", "model.map_padding must be 'zeros' or 'circular'"),
         ("train.dataset=svhn", "unknown dataset 'svhn'"),
@@ -83,6 +86,8 @@ def test_bad_values_are_one_line_errors(override, message):
 def test_circular_map_padding_needs_the_cgn_mechanisms():
     with pytest.raises(ConfigError, match="model.generator='cgan' has none"):
         load_config(None, ["model.generator=cgan", "model.map_padding=circular"])
+    with pytest.raises(ConfigError, match="model.generator='cgan' has none"):
+        load_config(None, ["model.generator=cgan", "loss.label_info_weight=1"])
 
 
 def test_missing_and_malformed_files(tmp_path):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from cgn.checkpoint import load_cgn, read_weights, save_weights
@@ -70,6 +72,9 @@ def test_a_run_writes_its_artefacts(tmp_path, data_root, debug_config):
         ["loss.r1_weight=1.0", "loss.r1_every=3"],
         ["loss.texture_mode_seeking_weight=0.01"],
         ["loss.texture_mode_seeking_weight=0.01", "loss.mode_seeking_weight=0.1", "loss.mode_seeking_until=0.5"],
+        ["loss.label_info_weight=1.0", "train.ema_decay=0.9"],
+        # The reader reaches the generator from step 3, before the resume point.
+        ["loss.label_info_weight=1.0", "loss.label_info_start=0.375", "loss.label_info_view=map"],
     ],
 )
 def test_resume_is_exact(tmp_path, data_root, debug_config, overrides):
@@ -84,6 +89,8 @@ def test_resume_is_exact(tmp_path, data_root, debug_config, overrides):
         names.append("checkpoints/step_0000008/average.safetensors")
     if config.loss.shape_view_weight:
         names.append("checkpoints/step_0000008/shape_discriminator.safetensors")
+    if config.loss.label_info_weight:
+        names.append("checkpoints/step_0000008/label_reader.safetensors")
     for name in names:
         a, b = weights(tmp_path / "straight" / name), weights(tmp_path / "resumed" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
@@ -94,6 +101,7 @@ def test_resume_is_exact(tmp_path, data_root, debug_config, overrides):
     assert ("d_shape_view" in records[0]) == bool(config.loss.shape_view_weight)
     assert ("d_shape_mismatch" in records[-1]) == bool(config.loss.shape_view_mismatch_weight)
     assert ("d_mismatch" in records[0]) == bool(config.loss.mismatch_weight)
+    assert ("label_info" in records[0]) == bool(config.loss.label_info_weight)
 
 
 def test_the_weight_average_follows_the_live_weights_and_is_what_the_run_returns(tmp_path, data_root, debug_config):
@@ -397,6 +405,54 @@ def test_a_step_leaves_the_discriminator_trainable_with_gradients(tmp_path, data
     trainer = Trainer(debug_config, tmp_path / "run", data_root=data_root)
     trainer.train_step()
     assert all(p.requires_grad and p.grad is not None for p in trainer.discriminator.parameters())
+
+
+@pytest.mark.parametrize("view", ["map", "visible"])
+def test_the_label_reader_learns_with_the_generator_from_the_texture_and_background_maps(
+    tmp_path, data_root, debug_config, view
+):
+    config = debug_config.override("loss.label_info_weight=1", f"loss.label_info_view={view}")
+    trainer = Trainer(config, tmp_path / "run", data_root=data_root)
+    labels = torch.arange(10)
+    out = trainer.generator(labels, noise=trainer.generator.sample_noise(10, trainer.rng))
+    foreground, background = trainer.label_reader_input(out)
+    if view == "visible":  # each map under the next sample's mask
+        torch.testing.assert_close(foreground[3], out.mask[2] * out.foreground[3])
+        torch.testing.assert_close(background[0], (1 - out.mask[9]) * out.background[0])
+    fg_logits, bg_logits = trainer.label_reader(foreground, background)
+    assert fg_logits.shape == bg_logits.shape == (10, 10)
+    (F.cross_entropy(fg_logits, labels) + F.cross_entropy(bg_logits, labels)).backward()
+    reached = {
+        name: any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(trainer.generator, name).parameters())
+        for name in ("shape", "texture", "background")
+    }
+    assert reached == {"shape": False, "texture": True, "background": True}  # the maps, not the mask
+
+    before = [p.detach().clone() for p in trainer.label_reader.parameters()]
+    parts = trainer.train_step()
+    assert parts["label_info"].item() == pytest.approx(2 * math.log(10), rel=0.05)  # two untrained readers
+    assert all(not torch.equal(a, p) for a, p in zip(before, trainer.label_reader.parameters(), strict=True))
+    assert "opt_q" in trainer.optimizers
+
+
+def test_before_label_info_start_the_term_trains_the_reader_alone(tmp_path, data_root, debug_config):
+    def one_step(name, *overrides):
+        trainer = Trainer(
+            debug_config.override("loss.label_info_weight=1", *overrides), tmp_path / name, data_root=data_root
+        )
+        reader_before = [p.detach().clone() for p in trainer.label_reader.parameters()]
+        trainer.train_step()
+        return trainer, reader_before
+
+    waiting, reader_before = one_step("waiting", "loss.label_info_start=0.5")
+    reading, _ = one_step("reading")
+    assert not waiting.label_info_on and reading.label_info_on
+    # The same first step: the reader's update is the same; the generator's differs by the term.
+    pairs = zip(waiting.label_reader.parameters(), reading.label_reader.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    assert all(not torch.equal(a, b) for a, b in zip(reader_before, waiting.label_reader.parameters(), strict=True))
+    pairs = zip(waiting.generator.parameters(), reading.generator.parameters(), strict=True)
+    assert any(not torch.equal(a, b) for a, b in pairs)
 
 
 @pytest.mark.parametrize("route", ["image", "mask"])

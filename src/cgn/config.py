@@ -137,6 +137,23 @@ class LossConfig:
     # by r1_every.
     r1_weight: float = 0.0
     r1_every: int = 1
+    # Our addition (0 = off, the paper): InfoGAN's term for a categorical code (Chen et al.
+    # 2016) with the class label as the code. A small classifier (discriminator.MapLabelReader,
+    # own optimiser) reads the label back from each generated foreground and background map;
+    # generator and reader both minimise its cross-entropy, this weight times the sum of the
+    # two maps' terms. Against texture mechanisms that draw some of one class's maps like
+    # another class's (Wildlife: class 2's tiger stripes drawn as class 6's).
+    label_info_weight: float = 0.0
+    # Ours: what the reader sees. "map": the whole foreground and background maps (the first
+    # try: the generator wrote labels into the maps' parts that no critic sees); "visible": each
+    # map under another sample's mask (the batch rolled by one, without gradient): the
+    # foreground inside it, the background outside it, so the label must show where a
+    # composite shows the map, and the mask's shape does not give it away.
+    label_info_view: str = "visible"
+    # Ours (0 = from the first step): the share of the schedule before which the term trains
+    # the reader alone (on the maps without gradient), so that the masks first settle under the
+    # critics and the generator then meets a reader that already reads.
+    label_info_start: float = 0.0
 
     def validate(self) -> None:
         _check(len(self.style_weights) == 4, "loss.style_weights needs 4 values (relu1_2, relu2_2, relu3_3, relu4_3)")
@@ -173,6 +190,12 @@ class LossConfig:
         )
         _check(0 <= self.mismatch_start < 1, "loss.mismatch_start must lie in [0, 1) (0 = from the first step)")
         _check(self.r1_weight >= 0, "loss.r1_weight must not be negative (0 = no R1 penalty)")
+        _check(self.label_info_weight >= 0, "loss.label_info_weight must not be negative (0 = off)")
+        _check(0 <= self.label_info_start < 1, "loss.label_info_start must lie in [0, 1) (0 = from the first step)")
+        _check(
+            self.label_info_view in ("map", "visible"),
+            f"loss.label_info_view must be 'map' or 'visible', not {self.label_info_view!r}",
+        )
         _check(self.r1_every > 0, "loss.r1_every must be positive (1 = every step)")
         _check(0 < self.mode_seeking_until <= 1, "loss.mode_seeking_until must lie in (0, 1] (1 = the whole schedule)")
 
@@ -266,6 +289,11 @@ class CGNConfig:
             self.model.shape_discriminator in DISCRIMINATORS,
             f"model.shape_discriminator must be one of {', '.join(DISCRIMINATORS.names())}, "
             f"not {self.model.shape_discriminator!r}",
+        )
+        _check(
+            not self.loss.label_info_weight or self.model.generator == "cgn",
+            "loss.label_info_weight reads labels from the CGN's texture and background maps; "
+            "model.generator='cgan' has none",
         )
         return self
 

@@ -129,6 +129,38 @@ class ConvProjectionDiscriminator(nn.Module):
         return self.head(self.features(images), labels)
 
 
+class MapLabelReader(nn.Module):
+    """Reads the class label back from a foreground and a background map (``loss.label_info_weight``).
+
+    InfoGAN's auxiliary network Q for a categorical code (Chen et al. 2016), one per map:
+    three convs (32 → 16 → 8 → 8 pixels), LeakyReLU(0.2), a spatial mean, so that the shuffler's
+    shift barely matters, and a linear layer to ``num_classes`` logits.
+    """
+
+    def __init__(self, num_classes: int, width: int = 32) -> None:
+        super().__init__()
+
+        def reader() -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(3, width, 4, 2, 1),
+                nn.LeakyReLU(0.2, inplace=True),
+                nn.Conv2d(width, 2 * width, 4, 2, 1),
+                nn.LeakyReLU(0.2, inplace=True),
+                nn.Conv2d(2 * width, 4 * width, 3, 1, 1),
+                nn.LeakyReLU(0.2, inplace=True),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Linear(4 * width, num_classes),
+            )
+
+        self.foreground, self.background = reader(), reader()
+        init_weights(self, "normal", 0.02)
+
+    def forward(self, foreground: torch.Tensor, background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, num_classes) of each map's label."""
+        return self.foreground(foreground), self.background(background)
+
+
 def build_discriminator(config: ModelConfig) -> nn.Module:
     """``model.discriminator`` by name, on RGB images."""
     return DISCRIMINATORS.get(config.discriminator)(config)

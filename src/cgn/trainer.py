@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cgn.checkpoint import AVERAGE_KIND, calibration_generator, load_state, read_weights, save_weights
@@ -38,7 +39,7 @@ from cgn.composer import compose
 from cgn.config import CGNConfig, load_config
 from cgn.data import build_dataset
 from cgn.data.base import BiasedMNIST
-from cgn.discriminator import build_discriminator, build_shape_discriminator
+from cgn.discriminator import MapLabelReader, build_discriminator, build_shape_discriminator
 from cgn.environment import describe, median_seconds
 from cgn.errors import CheckpointError, ConfigError
 from cgn.files import atomic_dir, atomic_path, write_text
@@ -252,6 +253,16 @@ class Trainer:
                     self.device, memory_format=torch.channels_last
                 )
             self.opt_s = torch.optim.Adam(self.shape_discriminator.parameters(), lr=t.lr, betas=t.betas, fused=True)
+        self.label_reader, self.opt_q = None, None
+        if config.loss.label_info_weight:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(t.seed, "init", "label_reader"))
+                self.label_reader = MapLabelReader(config.model.num_classes).to(
+                    self.device, memory_format=torch.channels_last
+                )
+            self.opt_q = torch.optim.Adam(self.label_reader.parameters(), lr=t.lr, betas=t.betas, fused=True)
+            # The reader learns from the generator's loss, in the same backward pass.
+            self.generator_parameters += list(self.label_reader.parameters())
         self.critic_parameters = [  # what the critics' backward reaches
             p for c in (self.discriminator, self.shape_discriminator) if c is not None for p in c.parameters()
         ]
@@ -300,6 +311,8 @@ class Trainer:
 
         self.set_learning_rate()
         self.opt_g.zero_grad(set_to_none=True)
+        if self.opt_q is not None:
+            self.opt_q.zero_grad(set_to_none=True)
         # One autocast region for both forward passes: the bf16 casts of the critics' weights
         # made for the generator's loss are cached and reused by the critics' own update
         # (bit-identical; about 1.5 ms of a 50 ms double-colored bf16 step). The backward passes
@@ -337,6 +350,15 @@ class Trainer:
                     )
                 )
                 loss_g = loss_g + parts["texture_mode_seeking"]
+            if self.label_reader is not None:
+                maps = self.label_reader_input(out)
+                if not self.label_info_on:  # the reader learns to read; the generator waits
+                    maps = tuple(m.detach() for m in maps)
+                fg_logits, bg_logits = self.label_reader(*maps)
+                parts["label_info"] = F.cross_entropy(fg_logits.float(), y_gen) + F.cross_entropy(
+                    bg_logits.float(), y_gen
+                )
+                loss_g = loss_g + self.config.loss.label_info_weight * parts["label_info"]
             with self.autocast(enabled=False):
                 loss_g.backward(inputs=self.generator_parameters, retain_graph=self.reuse_fake_scores)
 
@@ -393,6 +415,8 @@ class Trainer:
                 critics_loss = loss_d + parts["d_shape_view"] if self.shape_discriminator is not None else loss_d
                 critics_loss.backward(inputs=self.critic_parameters)
         self.opt_g.step()
+        if self.opt_q is not None:
+            self.opt_q.step()
         if self.average is not None:
             self.average.update(self.generator, self.step)
 
@@ -408,6 +432,13 @@ class Trainer:
             self.opt_s.step()
         self.step += 1
         return {"g": loss_g.detach(), "d": loss_d.detach(), **{k: v.detach() for k, v in parts.items()}}
+
+    def label_reader_input(self, out: CGNOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        """The foreground and background maps as ``loss.label_info_view`` shows them to the reader."""
+        if self.config.loss.label_info_view == "map":
+            return out.foreground, out.background
+        other = out.mask.detach().roll(1, 0)  # another sample's mask: its shape says nothing of this label
+        return other * out.foreground, (1 - other) * out.background
 
     def shape_critic_input(self, out: CGNOutput) -> torch.Tensor:
         """The composite whose shape view the shape critic judges; with ``shape_view_gradient``
@@ -471,6 +502,11 @@ class Trainer:
         return (
             bool(c.mismatch_weight or c.shape_view_mismatch_weight) and self.step >= c.mismatch_start * self.total_steps
         )
+
+    @property
+    def label_info_on(self) -> bool:
+        """Whether this step's label-reading term reaches the generator (``loss.label_info_start``)."""
+        return self.step >= self.config.loss.label_info_start * self.total_steps
 
     @property
     def texture_mode_seeking_on(self) -> bool:
@@ -622,6 +658,8 @@ class Trainer:
         opts = {"opt_g": self.opt_g, "opt_d": self.opt_d}
         if self.opt_s is not None:
             opts["opt_s"] = self.opt_s
+        if self.opt_q is not None:
+            opts["opt_q"] = self.opt_q
         return opts
 
     def checkpointed_modules(self) -> list[tuple[str, str, torch.nn.Module]]:
@@ -629,6 +667,8 @@ class Trainer:
         modules = [("generator", "cgn", self.generator), ("discriminator", "discriminator", self.discriminator)]
         if self.shape_discriminator is not None:
             modules.append(("shape_discriminator", "discriminator", self.shape_discriminator))
+        if self.label_reader is not None:
+            modules.append(("label_reader", "label_reader", self.label_reader))
         if self.average is not None:
             modules.append(("average", AVERAGE_KIND, self.average.model))
         return modules
