@@ -35,9 +35,11 @@ from cgn.checkpoint import load_cgn, save_weights
 from cgn.config import load_config
 from cgn.environment import write_result
 from cgn.evaluation import evaluate_cgn
+from cgn.files import write_text
 from cgn.original import import_original
 from cgn.trainer import Trainer
 
+CURVE = "quality_curve.json"  # in the run folder: the curve points measured while it trained
 DATASETS = ["colored_mnist", "double_colored_mnist", "wildlife_mnist"]
 ORIGINAL = {
     "colored_mnist": "colored_MNIST",
@@ -78,6 +80,8 @@ def main() -> None:
         if (run_dir / "done").exists():  # evaluated again: keep the curve measured while it trained
             previous = result.get(dataset, {}).get("ours", {})
             curve = previous.get("curve", []) if previous.get("run_dir") == str(run_dir) else []
+            if not curve and (run_dir / CURVE).exists():  # a run first evaluated into another file
+                curve = json.loads((run_dir / CURVE).read_text())
         else:
             curve = train_with_curve(config, run_dir, args.eval_at, dataset)
         train_minutes = json.loads((run_dir / "done").read_text())["train_seconds"] / 60
@@ -124,6 +128,10 @@ def by_noise_scale(model, dataset: str, args: argparse.Namespace) -> dict:
     }
 
 
+def trainer_resumes(run_dir: Path) -> bool:
+    return (run_dir / "checkpoints" / "latest").exists()
+
+
 def train_with_curve(config, run_dir: Path, eval_at: list[int], dataset: str) -> list[dict]:
     """Train (resumably) to the end, evaluating the output generator at each step of ``eval_at``
     and saving it there (the same weights a run of that many steps ends with, as nothing in
@@ -132,7 +140,8 @@ def train_with_curve(config, run_dir: Path, eval_at: list[int], dataset: str) ->
     of the schedule, so Wildlife's recipe switches its matching-aware terms on at step 1,000
     of 5,000, where a 3,000-step run would at step 600)."""
     trainer = Trainer(config, run_dir)
-    curve = []
+    saved = run_dir / CURVE  # the points of an earlier, killed process of this run
+    curve = json.loads(saved.read_text()) if trainer_resumes(run_dir) and saved.exists() else []
     for step in sorted(s for s in eval_at if s < trainer.total_steps):
         trainer.fit(resume=True, stop_at=step)
         if trainer.step == step:  # not already past it (a resumed run)
@@ -141,6 +150,7 @@ def train_with_curve(config, run_dir: Path, eval_at: list[int], dataset: str) ->
                 metrics = evaluate_cgn(generator, dataset, num_samples=5_000)
             save_weights(run_dir / f"cgn_step{step}.safetensors", generator, config=config, kind="cgn", step=step)
             curve.append({"step": step, "train_minutes": round(trainer.train_seconds / 60, 2), **metrics})
+            write_text(run_dir / CURVE, json.dumps(curve, indent=1) + "\n")
             print(json.dumps(curve[-1]), flush=True)
     trainer.fit(resume=True)
     return curve
