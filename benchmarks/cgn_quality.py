@@ -128,10 +128,6 @@ def by_noise_scale(model, dataset: str, args: argparse.Namespace) -> dict:
     }
 
 
-def trainer_resumes(run_dir: Path) -> bool:
-    return (run_dir / "checkpoints" / "latest").exists()
-
-
 def train_with_curve(config, run_dir: Path, eval_at: list[int], dataset: str) -> list[dict]:
     """Train (resumably) to the end, evaluating the output generator at each step of ``eval_at``
     and saving it there (the same weights a run of that many steps ends with, as nothing in
@@ -141,7 +137,8 @@ def train_with_curve(config, run_dir: Path, eval_at: list[int], dataset: str) ->
     of 5,000, where a 3,000-step run would at step 600)."""
     trainer = Trainer(config, run_dir)
     saved = run_dir / CURVE  # the points of an earlier, killed process of this run
-    curve = json.loads(saved.read_text()) if trainer_resumes(run_dir) and saved.exists() else []
+    resumes = (run_dir / "checkpoints" / "latest").exists()
+    curve = json.loads(saved.read_text()) if resumes and saved.exists() else []
     for step in sorted(s for s in eval_at if s < trainer.total_steps):
         trainer.fit(resume=True, stop_at=step)
         if trainer.step == step:  # not already past it (a resumed run)
