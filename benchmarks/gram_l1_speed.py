@@ -4,10 +4,12 @@ Three implementations of ``mean |Gram(F) − Gram(R)|`` (gradient to F only), ti
 alternating blocks of one run on bf16 features, as the style loss sees them under autocast:
 
 - ``plain``: whole-batch (B, C, C) Grams compared by ``F.l1_loss`` (a straightforward port);
-- ``two_grams``: our loss before 2026-11-29: a few samples at a time, both Grams built and
-  divided by C·H·W, subtracted, and ``sign + signᵀ`` in the backward pass;
-- ``ours``: ``cgn.losses.gram_l1_loss``: the difference F Fᵀ − R Rᵀ as one ``baddbmm`` onto one
-  ``bmm``, the scale applied once to the sum, ``2·sign·F`` in the backward pass.
+- ``rebuild``: our loss from 2026-11-29 to 2026-12-07: a few samples at a time, the difference
+  F Fᵀ − R Rᵀ as one ``baddbmm`` onto one ``bmm``, the scale applied once to the sum, and the
+  difference built again in the backward pass for ``2·sign·F``;
+- ``ours``: ``cgn.losses.gram_l1_loss``: the same, with ``sign·F`` made in the forward pass
+  while the difference is in cache, leaving the backward pass a scaling. (Before 2026-11-29
+  both Grams were built, scaled and subtracted: docs/speed.md.)
 
 Shapes: VGG-16's relu1_2, relu2_2, relu3_3 and relu4_3 on 32×32 images at batch 16.
 Writes results/gram_l1_speed.json.
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 
 from cgn.allocator import reexec_with_allocator
 from cgn.environment import write_result
-from cgn.losses import GRAM_CHUNK_FLOATS, gram, gram_l1_loss
+from cgn.losses import GRAM_CHUNK_FLOATS, _chunk_difference, gram, gram_l1_loss
 
 SHAPES = {"relu1_2": (64, 32), "relu2_2": (128, 16), "relu3_3": (256, 8), "relu4_3": (512, 4)}
 
@@ -36,46 +38,40 @@ def plain(gen: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(gram(gen), target)
 
 
-class _TwoGrams(torch.autograd.Function):
-    """The loss as it was before 2026-11-29 (kept here only to time it)."""
-
-    @staticmethod
-    def _grams(gen, real, start, stop):
-        n = gen.shape[1] * gen.shape[2]
-        f, r = gen[start:stop].float(), real[start:stop].float()
-        return f, torch.bmm(f, f.mT).div_(n), torch.bmm(r, r.mT).div_(n)
+class _Rebuild(torch.autograd.Function):
+    """The loss from 2026-11-29 to 2026-12-07 (kept here only to time it): the absolute sum in
+    the forward pass, the difference built again for the gradient in the backward pass."""
 
     @staticmethod
     def forward(ctx, gen, real):
-        b, c, _ = gen.shape
+        b, c, hw = gen.shape
         step = max(1, GRAM_CHUNK_FLOATS // (c * c))
         total = gen.new_zeros((), dtype=torch.float32)
         for start in range(0, b, step):
-            _, g, t = _TwoGrams._grams(gen, real, start, start + step)
-            total += g.sub_(t).abs_().sum()
+            total += _chunk_difference(gen, real, start, start + step)[1].abs_().sum()
         ctx.save_for_backward(gen, real)
-        return total / (b * c * c)
+        return total / (b * c * c * c * hw)
 
     @staticmethod
     def backward(ctx, grad_output):
         gen, real = ctx.saved_tensors
         b, c, hw = gen.shape
         step = max(1, GRAM_CHUNK_FLOATS // (c * c))
-        scale = grad_output / (b * c * c * c * hw)
+        scale = 2 * grad_output / (b * c * c * c * hw)
         grad = torch.empty(gen.shape, dtype=torch.float32)
         for start in range(0, b, step):
-            f, g, t = _TwoGrams._grams(gen, real, start, start + step)
-            sign = g.sub_(t).sign_()
-            torch.bmm(sign + sign.mT, f, out=grad[start : start + step]).mul_(scale)
+            f, difference = _chunk_difference(gen, real, start, start + step)
+            torch.bmm(difference.sign_(), f, out=grad[start : start + step]).mul_(scale)
         return grad.to(gen.dtype), None
 
 
-def two_grams(gen: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+def rebuild(gen: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     b, c, h, w = gen.shape
-    return _TwoGrams.apply(gen.reshape(b, c, h * w), real.reshape(b, c, h * w))
+    with torch.autocast(gen.device.type, enabled=False):
+        return _Rebuild.apply(gen.reshape(b, c, h * w), real.detach().reshape(b, c, h * w))
 
 
-IMPLEMENTATIONS = {"plain": plain, "two_grams": two_grams, "ours": gram_l1_loss}
+IMPLEMENTATIONS = {"plain": plain, "rebuild": rebuild, "ours": gram_l1_loss}
 
 
 def main() -> None:
@@ -112,8 +108,8 @@ def main() -> None:
                 "max_grad_error_vs_plain": (r["grad"] - reference["grad"]).abs().max().item(),
                 "max_grad": reference["grad"].abs().max().item(),
             }
-        row["speedup_ours_vs_two_grams"] = round(
-            row["two_grams"]["ms_forward_backward"] / row["ours"]["ms_forward_backward"], 2
+        row["speedup_ours_vs_rebuild"] = round(
+            row["rebuild"]["ms_forward_backward"] / row["ours"]["ms_forward_backward"], 2
         )
         rows.append(row)
         print(layer, {n: row[n]["ms_forward_backward"] for n in IMPLEMENTATIONS})

@@ -1,7 +1,8 @@
 """What the style loss alone costs a training step: VGG-16 to relu4_3 at batch 16 on this CPU.
 
 Times the part of a style-loss step that no implementation of the loss can avoid: the frozen
-VGG-16 trunk (channels-last and, in bf16, stored in bf16, as the trainer runs it) forward on the real batch without
+VGG-16 trunk (as the trainer runs it: channels-last, in bf16 stored in bf16, the 4×4 maps'
+convolutions as matrix products, ``StyleLoss.feature_maps``) forward on the real batch without
 autograd, forward on the generated batch with autograd, and the backward pass to the generated
 images (no weight gradients). Adding a step without the style loss (from
 results/train_speed.json, the same precision) gives an upper bound on the images per second a
@@ -25,12 +26,14 @@ from workers import ms_per_step
 
 from cgn.allocator import reexec_with_allocator
 from cgn.environment import write_result
-from cgn.losses import VGG16_STYLE_LAYERS, vgg16_features
+from cgn.losses import VGG16_STYLE_LAYERS, StyleLoss, vgg16_features
+
+DEEPEST = VGG16_STYLE_LAYERS[-1]  # relu4_3
 
 DATASETS = ("double_colored_mnist", "wildlife_mnist")
 
 
-def vgg_ms(features: torch.nn.Module, batch: int, precision: str, repeats: int, blocks: int) -> float:
+def vgg_ms(loss: StyleLoss, batch: int, precision: str, repeats: int, blocks: int) -> float:
     g = torch.Generator().manual_seed(0)
     real = torch.rand(batch, 3, 32, 32, generator=g).mul(2).sub(1).to(memory_format=torch.channels_last)
     generated = torch.rand(batch, 3, 32, 32, generator=g).mul(2).sub(1).to(memory_format=torch.channels_last)
@@ -40,8 +43,8 @@ def vgg_ms(features: torch.nn.Module, batch: int, precision: str, repeats: int, 
         cast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
         with cast:
             with torch.no_grad():
-                features(real)
-            out = features(generated)
+                loss.feature_maps(real)
+            out = loss.feature_maps(generated)[DEEPEST]
         out.float().sum().backward()
 
     return statistics.median(ms_per_step(once, 3, repeats, blocks))
@@ -55,8 +58,9 @@ def main() -> None:
     parser.add_argument("--speed", type=Path, default=Path("results/train_speed.json"))
     parser.add_argument("--out", type=Path, default=Path("results/style_bound.json"))
     args = parser.parse_args()
-    trunk = vgg16_features("vgg16_random")[: VGG16_STYLE_LAYERS[-1] + 1]
-    trunk = trunk.eval().requires_grad_(False).to(memory_format=torch.channels_last)
+    # The trunk to relu4_3 as the style loss runs it (StyleLoss.feature_maps: on the CPU, the
+    # relu4 convolutions on 4×4 maps as matrix products).
+    trunk = StyleLoss((0, 0, 0, 1), vgg16_features("vgg16_random")).to(memory_format=torch.channels_last)
     speed = json.loads(args.speed.read_text())["rows"] if args.speed.exists() else []
     rows = []
     for precision in ("fp32", "bf16"):
@@ -88,7 +92,8 @@ def main() -> None:
         {
             "rows": rows,
             "torch_threads": torch.get_num_threads(),
-            "notes": "VGG-16 (random weights) to relu4_3, channels-last, stored in bf16 for bf16: real batch "
+            "notes": "VGG-16 (random weights) to relu4_3 as StyleLoss.feature_maps runs it, channels-last, stored "
+            "in bf16 for bf16: real batch "
             "forward without autograd, generated batch forward and backward to the input; step_without_style_ms "
             "from --speed",
         },

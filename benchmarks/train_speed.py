@@ -68,12 +68,15 @@ def make_trainer(
 
 
 class PlainStyleLoss(StyleLoss):
-    """The style loss as written in the paper: whole-batch (B, C, C) Grams, then ``F.l1_loss``."""
+    """The style loss as written in the paper: whole-batch (B, C, C) Grams, then ``F.l1_loss``;
+    every convolution by ``F.conv2d``."""
+
+    small_map_matmul = False
 
     def forward(self, generated: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            target = {i: gram(f) for i, f in self._features(real).items()}
-        current = {i: gram(f) for i, f in self._features(generated).items()}
+            target = {i: gram(f) for i, f in self.feature_maps(real).items()}
+        current = {i: gram(f) for i, f in self.feature_maps(generated).items()}
         return sum(w * F.l1_loss(current[i], target[i]) for i, w in self.layer_weights.items())
 
 

@@ -230,6 +230,78 @@ def test_style_loss_gradient_flows_to_the_generated_image_only():
     assert all(p.grad is None and not p.requires_grad for p in loss.parameters())
 
 
+def test_small_map_convolution_equals_conv2d_in_value_and_input_gradient():
+    conv = nn.Conv2d(5, 7, 3, padding=1).double()
+    x = torch.randn(3, 5, 4, 3, dtype=torch.float64, requires_grad=True)  # a non-square map
+    grad_out = torch.randn(3, 7, 4, 3, dtype=torch.float64)
+    expected = conv(x)
+    (expected_grad,) = torch.autograd.grad(expected, x, grad_out)
+    y = losses._SmallMapConv3x3.apply(x, *losses.small_map_matrices(conv.weight.detach()), conv.bias.detach())
+    (grad,) = torch.autograd.grad(y, x, grad_out)
+    assert torch.allclose(y, expected, atol=1e-12) and torch.allclose(grad, expected_grad, atol=1e-12)
+
+
+def relu4_style_loss(small_map_matmul: bool) -> StyleLoss:
+    loss = StyleLoss((0.0, 0.05, 0.0, 0.05), vgg16_features("vgg16_random"))  # double-colored's layers
+    loss.small_map_matmul = small_map_matmul
+    return loss
+
+
+def style_value_and_gradient(loss: StyleLoss, x: torch.Tensor, real: torch.Tensor):
+    x = x.detach().requires_grad_(True)
+    value = loss(x, real)
+    value.backward()
+    return value, x.grad
+
+
+def test_style_loss_on_small_maps_matches_the_convolutions_in_fp32(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    x, real = torch.randn(2, 3, 32, 32, generator=g), torch.randn(2, 3, 32, 32, generator=g)
+    expected, expected_grad = style_value_and_gradient(relu4_style_loss(False), x, real)
+    calls = []
+    patches3x3 = losses.patches3x3
+    monkeypatch.setattr(losses, "patches3x3", lambda t: calls.append(t.shape) or patches3x3(t))
+    fast = relu4_style_loss(True)
+    value, grad = style_value_and_gradient(fast, x, real)
+    # relu4's three convolutions on 4×4 maps, for the real and the generated images, and the
+    # generated images' input gradients
+    assert len(calls) == 9 and all(shape[-2:] == (4, 4) for shape in calls)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+    # An L1 gradient: a Gram difference within rounding of 0 may take either sign (up to 1e-3 of
+    # the norm over 40 seeds; typically 1e-7).
+    assert (grad - expected_grad).norm() < 1e-2 * expected_grad.norm()
+
+
+def test_style_loss_on_small_maps_is_as_close_to_fp32_as_the_convolutions_in_bf16():
+    g = torch.Generator().manual_seed(0)
+    x, real = torch.randn(4, 3, 32, 32, generator=g), torch.randn(4, 3, 32, 32, generator=g)
+    _, exact = style_value_and_gradient(relu4_style_loss(False), x, real)
+    errors = []
+    for small_map_matmul in (False, True):
+        loss = relu4_style_loss(small_map_matmul)
+        loss.features.to(torch.bfloat16)  # as a bf16 run stores it
+        x_gen = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            value = loss(x_gen, real)
+        value.backward()  # outside autocast, as in training
+        errors.append(((x_gen.grad - exact).norm() / exact.norm()).item())
+    convolutions, small_map = errors
+    assert convolutions < 0.2 and small_map <= 1.05 * convolutions
+
+
+def test_small_map_matrices_follow_a_changed_weight():
+    g = torch.Generator().manual_seed(0)
+    x, real = torch.randn(2, 3, 32, 32, generator=g), torch.randn(2, 3, 32, 32, generator=g)
+    fast, plain = relu4_style_loss(True), relu4_style_loss(False)
+    fast(x, real)  # makes the matrices
+    for loss in (fast, plain):
+        with torch.no_grad():
+            loss.features[19].weight.mul_(-2)  # in place: a new version of the same tensor
+    assert fast(x, real).item() == pytest.approx(plain(x, real).item(), rel=1e-5)
+    fast.features.double()  # a new tensor
+    assert fast(x.double(), real.double()).item() == pytest.approx(plain(x, real).item(), rel=1e-5)
+
+
 def test_random_vgg_is_deterministic():
     a, b = vgg16_features("vgg16_random"), vgg16_features("vgg16_random")
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))

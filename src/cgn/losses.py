@@ -240,11 +240,12 @@ class _GramL1(torch.autograd.Function):
 
     The same value and gradient as ``F.l1_loss(gram(gen), gram(real))``, but the (B, C, C)
     Gram matrices (16 MiB each for relu4_3 at batch 16) are never materialised: each chunk's
-    difference of Grams is built, summed and dropped while in cache, and rebuilt in the
-    backward pass (cheap: H·W is small at 32×32 input). The 1/(C·H·W) scale is applied once,
-    to the sum. The Gram difference is symmetric, so the gradient ``(S + Sᵀ) F`` of the sign
-    matrix S is ``2 S F``. On the CPU this avoids streaming those tensors through memory
-    several times per step (results/train_speed.json, docs/speed.md).
+    difference of Grams is built, and its absolute sum and the gradient's product taken while
+    it is in cache. The Gram difference D is symmetric, so the gradient ``(S + Sᵀ) F`` of its
+    sign matrix S is ``2 S F``: made in the forward pass (when ``gen`` needs a gradient), it
+    leaves the backward pass a scaling. The 1/(C·H·W) scale is applied once, to the sum. On the
+    CPU this avoids streaming those tensors through memory several times per step
+    (results/gram_l1_speed.json, docs/speed.md).
     """
 
     @staticmethod
@@ -252,22 +253,25 @@ class _GramL1(torch.autograd.Function):
         b, c, hw = gen.shape
         step = max(1, GRAM_CHUNK_FLOATS // (c * c))
         total = gen.new_zeros((), dtype=torch.float32)
+        # S F per sample, unscaled
+        sign_product = (
+            torch.empty(gen.shape, dtype=torch.float32, device=gen.device) if ctx.needs_input_grad[0] else None
+        )
         for start in range(0, b, step):
-            total += _chunk_difference(gen, real, start, start + step)[1].abs_().sum()
-        ctx.save_for_backward(gen, real)
+            f, difference = _chunk_difference(gen, real, start, start + step)
+            total += torch.linalg.vector_norm(difference, 1)
+            if sign_product is not None:
+                torch.bmm(difference.sign_(), f, out=sign_product[start : start + step])
+        ctx.save_for_backward(sign_product)
+        ctx.gen_dtype = gen.dtype
         return total / (b * c * c * c * hw)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        gen, real = ctx.saved_tensors
-        b, c, hw = gen.shape
-        step = max(1, GRAM_CHUNK_FLOATS // (c * c))
+        (sign_product,) = ctx.saved_tensors
+        b, c, hw = sign_product.shape
         scale = 2 * grad_output / (b * c * c * c * hw)  # d mean / d G, and d G / d F's 1/(C·H·W)
-        grad = torch.empty(gen.shape, dtype=torch.float32, device=gen.device)
-        for start in range(0, b, step):
-            f, difference = _chunk_difference(gen, real, start, start + step)
-            torch.bmm(difference.sign_(), f, out=grad[start : start + step]).mul_(scale)
-        return grad.to(gen.dtype), None
+        return (sign_product * scale).to(ctx.gen_dtype), None
 
 
 def gram_l1_loss(generated: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -278,6 +282,54 @@ def gram_l1_loss(generated: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         return _GramL1.apply(generated.reshape(b, c, h * w), real.detach().reshape(b, c, h * w))
 
 
+# A frozen 3×3 convolution on maps of at most this many pixels (VGG-16's relu4 block, 4×4 at
+# 32×32 input) runs on the CPU as one matrix product over its input's 3×3 patches: oneDNN's
+# convolution kernels reach a fraction of the matrix product's speed on such small maps.
+SMALL_MAP_PIXELS = 16
+
+
+def patches3x3(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) → (N·H·W, 9·C): each pixel's zero-padded 3×3 neighbourhood, ordered
+    (kernel row, kernel column, channel)."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # (N, H + 2, W + 2, C)
+    shifted = [padded[:, i : i + h, j : j + w] for i in range(3) for j in range(3)]
+    return torch.cat(shifted, dim=3).reshape(n * h * w, 9 * c)
+
+
+def small_map_matrices(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (C_out, C_in, 3, 3) kernel as the two matrices of :class:`_SmallMapConv3x3`: the
+    forward one (9·C_in, C_out) and, for the input gradient, the flipped kernel (9·C_out, C_in)."""
+    c_out, c_in = weight.shape[:2]
+    forward = weight.permute(2, 3, 1, 0).reshape(9 * c_in, c_out).contiguous()
+    backward = weight.flip(2, 3).permute(2, 3, 0, 1).reshape(9 * c_out, c_in).contiguous()
+    return forward, backward
+
+
+class _SmallMapConv3x3(torch.autograd.Function):
+    """A frozen 3×3 convolution (stride 1, padding 1) as one product over 3×3 patches. Its
+    input gradient, a convolution of the output gradient with the flipped kernel, is one such
+    product too; there is no weight gradient. The same sums as the convolution, accumulated in
+    fp32 and rounded once, in another order. CPU autocast applies to both passes."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx, x, forward_matrix, backward_matrix, bias):
+        n, _, h, w = x.shape
+        y = torch.addmm(bias, patches3x3(x), forward_matrix)
+        ctx.save_for_backward(backward_matrix)
+        # (N, C_out, H, W), channels-last; a copy, not a view, so that an in-place ReLU may follow
+        return y.view(n, h, w, -1).permute(0, 3, 1, 2).clone(memory_format=torch.channels_last)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad):
+        (backward_matrix,) = ctx.saved_tensors
+        n, _, h, w = grad.shape
+        grad_x = patches3x3(grad) @ backward_matrix
+        return grad_x.view(n, h, w, -1).permute(0, 3, 1, 2), None, None, None
+
+
 class StyleLoss(nn.Module):
     """``Σ_l w_l² · 5000 · L1(Gram(φ_l(x_gen)), Gram(φ_l(x_real)))`` on a frozen VGG-16.
 
@@ -285,19 +337,55 @@ class StyleLoss(nn.Module):
     all of VGG even for zero weights). Inputs are raw [-1, 1] images, as in the original.
     """
 
+    # False runs every convolution as ``F.conv2d``, also on small maps on the CPU
+    # (SMALL_MAP_PIXELS): kept for the side-by-side timing and its test.
+    small_map_matmul: bool = True
+
     def __init__(self, weights: tuple[float, ...], features: nn.Sequential) -> None:
         super().__init__()
         self.layer_weights = {VGG16_STYLE_LAYERS[i]: w**2 * STYLE_SCALE for i, w in enumerate(weights) if w != 0}
         depth = max(self.layer_weights) + 1 if self.layer_weights else 0
         self.features = features[:depth].eval().requires_grad_(False)
+        # Per small-map layer: the weight its matrices were made from, its version, the matrices.
+        self._matrices: dict[int, tuple[torch.Tensor, int, tuple[torch.Tensor, torch.Tensor]]] = {}
 
     def train(self, mode: bool = True) -> StyleLoss:  # the feature network stays in eval mode
         return self
 
-    def _features(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+    def _on_small_map(self, layer: nn.Module, x: torch.Tensor) -> bool:
+        return (
+            self.small_map_matmul
+            and x.device.type == "cpu"
+            and x.shape[-2] * x.shape[-1] <= SMALL_MAP_PIXELS
+            and isinstance(layer, nn.Conv2d)
+            and layer.kernel_size == (3, 3)
+            and layer.stride == (1, 1)
+            and layer.padding == (1, 1)
+            and layer.dilation == (1, 1)
+            and layer.groups == 1
+            and layer.bias is not None
+        )
+
+    def _small_map_conv(self, i: int, layer: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        weight = layer.weight.detach()
+        source, version, matrices = self._matrices.get(i, (None, -1, None))
+        # Remade for a new weight (``.to()``, a loaded state) or a changed one (in place); the
+        # cached source keeps its memory, so another weight cannot take its address.
+        if (
+            source is None
+            or source.data_ptr() != weight.data_ptr()
+            or source.dtype != weight.dtype
+            or version != weight._version
+        ):
+            source, version, matrices = weight, weight._version, small_map_matrices(weight)
+            self._matrices[i] = source, version, matrices
+        return _SmallMapConv3x3.apply(x, *matrices, layer.bias)
+
+    def feature_maps(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """The trunk's feature maps at the weighted layers, by layer index."""
         features = {}
         for i, layer in enumerate(self.features):
-            x = layer(x)
+            x = self._small_map_conv(i, layer, x) if self._on_small_map(layer, x) else layer(x)
             if i in self.layer_weights:
                 features[i] = x
         return features
@@ -306,8 +394,8 @@ class StyleLoss(nn.Module):
         if not self.layer_weights:
             return generated.new_zeros(())
         with torch.no_grad():
-            target = self._features(real)
-        current = self._features(generated)
+            target = self.feature_maps(real)
+        current = self.feature_maps(generated)
         return sum(w * gram_l1_loss(current[i], target[i]) for i, w in self.layer_weights.items())
 
 
