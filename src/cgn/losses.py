@@ -361,6 +361,7 @@ class StyleLoss(nn.Module):
             and layer.kernel_size == (3, 3)
             and layer.stride == (1, 1)
             and layer.padding == (1, 1)
+            and layer.padding_mode == "zeros"
             and layer.dilation == (1, 1)
             and layer.groups == 1
             and layer.bias is not None
